@@ -1,0 +1,376 @@
+//! Configuration: defaults, then the TOML file, then `HEALTHIMAGING_EXPORTER_<SECTION>__<KEY>`
+//! environment variables (figment), validated into domain types before anything starts.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DatastoreId, ImageSetId, ImageSetKey, VersionId};
+
+/// Prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "HEALTHIMAGING_EXPORTER_";
+
+/// The exporter's whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The metrics and health HTTP server.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// How to reach HealthImaging.
+    #[serde(default)]
+    pub aws: AwsConfig,
+    /// Poll cadence and limits.
+    #[serde(default)]
+    pub polling: PollingConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The image sets to watch.
+    #[serde(default)]
+    pub image_sets: Vec<ImageSetTarget>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address serving /metrics, /healthz and /readyz.
+    #[serde(default = "default_listen")]
+    pub listen_address: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9712))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen_address: default_listen(),
+        }
+    }
+}
+
+/// `[aws]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    /// Region; the aws-config chain decides when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint URL; `AWS_ENDPOINT_URL_MEDICAL_IMAGING` / `AWS_ENDPOINT_URL` or AWS when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    /// Drop the `runtime-` host prefix; default: only when an endpoint is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disable_host_prefix: Option<bool>,
+    /// Attempts per call by the SDK's standard retry mode (1 disables SDK retries).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_max_attempts() -> u32 {
+    2
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            region: None,
+            endpoint_url: None,
+            disable_host_prefix: None,
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+/// `[polling]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollingConfig {
+    /// Time between two polls of the same image set.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Deadline of one GetImageSet call, SDK retries included.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// GetImageSet calls in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_concurrency() -> usize {
+    4
+}
+
+impl Default for PollingConfig {
+    fn default() -> Self {
+        PollingConfig {
+            interval: default_interval(),
+            request_timeout: default_request_timeout(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` or `pretty`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Level or tracing filter directives; `RUST_LOG` wins when set.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_level(),
+        }
+    }
+}
+
+/// One `[[image_sets]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSetTarget {
+    /// Owning datastore.
+    pub datastore_id: DatastoreId,
+    /// The image set.
+    pub image_set_id: ImageSetId,
+    /// A fixed version to watch; the latest when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<VersionId>,
+}
+
+impl ImageSetTarget {
+    /// The image set this target watches.
+    pub fn key(&self) -> ImageSetKey {
+        ImageSetKey {
+            datastore_id: self.datastore_id,
+            image_set_id: self.image_set_id,
+        }
+    }
+}
+
+/// The configuration could not be loaded; every variant names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file does not exist or cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Parsing failed (syntax, unknown key, wrong type, bad id, bad duration).
+    #[error("{0}")]
+    Parse(String),
+    /// A value parsed but is not acceptable.
+    #[error("{field} = {value}: {message} (from {origin})")]
+    Invalid {
+        /// Dotted key, e.g. `polling.interval`.
+        field: String,
+        /// The value as configured.
+        value: String,
+        /// What is wrong.
+        message: String,
+        /// Where the value came from (file or environment variable).
+        origin: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults, the optional file and the environment, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(file, Env::prefixed(ENV_PREFIX))
+    }
+
+    /// Like [`Config::load`] with an explicit environment provider (for tests).
+    pub fn load_with_env(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            // figment treats a missing file as empty; a named file that is absent is an error.
+            std::fs::metadata(path).map_err(|source| ConfigError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // `_CONFIG` names the file itself, it is no key.
+        let env = env.split("__").filter(|key| key.as_str() != "config");
+        let figment = figment.merge(env);
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe(e)))?;
+        config
+            .validate()
+            .map_err(|(field, value, message)| ConfigError::Invalid {
+                origin: origin_of(&figment, &field),
+                field,
+                value,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense; returns (field, value, message).
+    pub fn validate(&self) -> Result<(), (String, String, String)> {
+        let bad = |field: &str, value: String, message: &str| {
+            Err((field.to_string(), value, message.to_string()))
+        };
+        let positive = [
+            ("polling.interval", self.polling.interval),
+            ("polling.request_timeout", self.polling.request_timeout),
+        ];
+        for (field, d) in positive {
+            if d.is_zero() {
+                return bad(field, "\"0s\"".into(), "must be greater than zero");
+            }
+        }
+        if self.polling.concurrency == 0 || self.polling.concurrency > 256 {
+            return bad(
+                "polling.concurrency",
+                self.polling.concurrency.to_string(),
+                "must be between 1 and 256",
+            );
+        }
+        if self.aws.max_attempts == 0 || self.aws.max_attempts > 10 {
+            return bad(
+                "aws.max_attempts",
+                self.aws.max_attempts.to_string(),
+                "must be between 1 and 10",
+            );
+        }
+        if let Some(region) = &self.aws.region {
+            let ok = !region.is_empty()
+                && region.len() <= 32
+                && region
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return bad(
+                    "aws.region",
+                    format!("{region:?}"),
+                    "is not a region name like us-east-1",
+                );
+            }
+        }
+        if let Some(url) = &self.aws.endpoint_url {
+            if let Err(why) = check_endpoint_url(url) {
+                return bad("aws.endpoint_url", format!("{url:?}"), &why);
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return bad(
+                "log.level",
+                format!("{:?}", self.log.level),
+                &format!("is not a level or filter: {e}"),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (n, target) in self.image_sets.iter().enumerate() {
+            if !seen.insert(target.key()) {
+                return bad(
+                    &format!("image_sets[{n}].image_set_id"),
+                    format!("\"{}\"", target.image_set_id),
+                    &format!(
+                        "duplicate of an earlier entry in datastore {}",
+                        target.datastore_id
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn check_endpoint_url(url: &str) -> Result<(), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err("must start with http:// or https://".into()),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(())
+}
+
+/// One line per figment error: `field: problem (from source)`.
+fn describe(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let field = if e.path.is_empty() {
+                "config".to_string()
+            } else {
+                e.path.join(".")
+            };
+            let origin = match (&e.metadata, &e.profile) {
+                (Some(md), Some(profile)) if md.source.is_none() => {
+                    md.interpolate(profile, &e.path)
+                }
+                (Some(md), _) => match &md.source {
+                    Some(source) => format!("{source}"),
+                    None => md.name.to_string(),
+                },
+                _ => "configuration".into(),
+            };
+            format!("{field}: {} (from {origin})", e.kind)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn origin_of(figment: &Figment, field: &str) -> String {
+    let key = field.split('[').next().unwrap_or(field);
+    match figment.find_metadata(key) {
+        Some(md) => match &md.source {
+            Some(source) => format!("{source}"),
+            None => md.interpolate(
+                &figment::Profile::Default,
+                &key.split('.').collect::<Vec<_>>(),
+            ),
+        },
+        None => "defaults".into(),
+    }
+}

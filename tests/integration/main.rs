@@ -1,0 +1,7 @@
+//! Integration tests: the simulator and the exporter over real HTTP, through the real SDK.
+
+mod helpers;
+mod simulator_cli;
+mod simulator_control;
+mod simulator_scenarios;
+mod simulator_sdk;
