@@ -3,9 +3,15 @@
 use std::process::Command;
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=HEALTHIMAGING_EXPORTER_REVISION");
+    println!("cargo:rerun-if-env-changed=GIT_REVISION");
+    // HEAD names a branch; the branch's ref file changes on every commit.
     println!("cargo:rerun-if-changed=.git/HEAD");
-    let revision = std::env::var("HEALTHIMAGING_EXPORTER_REVISION")
+    if let Ok(head) = std::fs::read_to_string(".git/HEAD") {
+        if let Some(reference) = head.trim().strip_prefix("ref: ") {
+            println!("cargo:rerun-if-changed=.git/{reference}");
+        }
+    }
+    let revision = std::env::var("GIT_REVISION")
         .ok()
         .filter(|r| !r.is_empty())
         .or_else(|| {
@@ -19,5 +25,5 @@ fn main() {
         })
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| "unknown".to_string());
-    println!("cargo:rustc-env=HEALTHIMAGING_EXPORTER_REVISION={revision}");
+    println!("cargo:rustc-env=GIT_REVISION={revision}");
 }

@@ -41,8 +41,18 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address serving /metrics, /healthz and /readyz.
-    #[serde(default = "default_listen")]
+    #[serde(default = "default_listen", deserialize_with = "socket_addr")]
     pub listen_address: SocketAddr,
+}
+
+/// Parses a socket address with an error that shows the value.
+fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an address like 0.0.0.0:9712 or [::]:9712"
+        ))
+    })
 }
 
 fn default_listen() -> SocketAddr {
@@ -294,7 +304,7 @@ impl Config {
                 return bad("aws.endpoint_url", format!("{url:?}"), &why);
             }
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+        if let Err(e) = check_log_level(&self.log.level) {
             return bad(
                 "log.level",
                 format!("{:?}", self.log.level),
@@ -323,6 +333,20 @@ impl Config {
     }
 }
 
+/// Accepts a level name or tracing directives; a bare word must be a level, so a typo
+/// like `infos` is not silently read as a target name.
+fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    for directive in level.split(',').map(str::trim) {
+        if !directive.contains('=') && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!("`{directive}` is not one of {}", LEVELS.join(", ")));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 fn check_endpoint_url(url: &str) -> Result<(), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("is not a URL: {e}"))?;
     match uri.scheme_str() {
@@ -343,17 +367,11 @@ fn describe(error: figment::Error) -> String {
             let field = if e.path.is_empty() {
                 "config".to_string()
             } else {
-                e.path.join(".")
+                dotted(&e.path)
             };
-            let origin = match (&e.metadata, &e.profile) {
-                (Some(md), Some(profile)) if md.source.is_none() => {
-                    md.interpolate(profile, &e.path)
-                }
-                (Some(md), _) => match &md.source {
-                    Some(source) => format!("{source}"),
-                    None => md.name.to_string(),
-                },
-                _ => "configuration".into(),
+            let origin = match &e.metadata {
+                Some(md) => describe_origin(md, &e.path),
+                None => "configuration".into(),
             };
             format!("{field}: {} (from {origin})", e.kind)
         })
@@ -361,16 +379,38 @@ fn describe(error: figment::Error) -> String {
         .join("\n")
 }
 
+/// `["image_sets", "0", "datastore_id"]` → `image_sets[0].datastore_id`.
+fn dotted(path: &[String]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if part.bytes().all(|b| b.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// Names where a value came from: the file, the exact environment variable, or defaults.
+fn describe_origin<S: AsRef<str>>(md: &figment::Metadata, path: &[S]) -> String {
+    if let Some(source) = &md.source {
+        return format!("{source}");
+    }
+    if md.name.contains("environment") {
+        let key: Vec<String> = path.iter().map(|p| p.as_ref().to_uppercase()).collect();
+        return format!("environment variable {ENV_PREFIX}{}", key.join("__"));
+    }
+    md.name.to_string()
+}
+
 fn origin_of(figment: &Figment, field: &str) -> String {
     let key = field.split('[').next().unwrap_or(field);
     match figment.find_metadata(key) {
-        Some(md) => match &md.source {
-            Some(source) => format!("{source}"),
-            None => md.interpolate(
-                &figment::Profile::Default,
-                &key.split('.').collect::<Vec<_>>(),
-            ),
-        },
+        Some(md) => describe_origin(md, &key.split('.').collect::<Vec<_>>()),
         None => "defaults".into(),
     }
 }

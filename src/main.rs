@@ -1,58 +1,114 @@
-//! Entry point: parse the CLI, dispatch, turn the outcome into an exit code.
+//! Entry point: parse the CLI, load config, set up logging, run, map the outcome to an
+//! exit code (0 ok, 1 error, 2 usage).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use healthimaging_exporter::cli::{Cli, Command, SimulateArgs};
+use healthimaging_exporter::app::App;
+use healthimaging_exporter::cli::{CheckConfigArgs, Cli, Command, DemoArgs, RunArgs, SimulateArgs};
+use healthimaging_exporter::config::Config;
 use healthimaging_exporter::simulator::{RunningSimulator, Scenario};
+use healthimaging_exporter::source::ClientOptions;
+use healthimaging_exporter::{demo, telemetry};
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Simulate(args)) => run_simulator(args),
-        _ => {
-            eprintln!("not implemented yet");
-            ExitCode::from(2)
+    let result = match cli.command.unwrap_or(Command::Run(cli.run)) {
+        Command::Run(args) => run(args),
+        Command::Demo(args) => run_demo(args),
+        Command::Simulate(args) => simulate(args),
+        Command::CheckConfig(args) => return check_config(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
         }
     }
 }
 
-fn run_simulator(args: SimulateArgs) -> ExitCode {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Cancels the returned token on SIGTERM or SIGINT.
+fn stop_on_signals() -> anyhow::Result<CancellationToken> {
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "received signal");
+            stop.cancel();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    Ok(token)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
+    runtime()?.block_on(async {
+        let shutdown = stop_on_signals()?;
+        let app = App::build(config, ClientOptions::default()).await?;
+        app.run_until_stopped(shutdown).await;
+        Ok(())
+    })
+}
+
+fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
+    let config = Config::load(None)?;
+    telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
+    runtime()?.block_on(async {
+        let shutdown = stop_on_signals()?;
+        demo::run(config, args.listen, shutdown).await
+    })
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let scenario = match &args.scenario {
-        Some(path) => match Scenario::from_file(path) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        },
+        Some(path) => Scenario::from_file(path)?,
         None => Scenario::empty(),
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    runtime.block_on(async {
-        let listener = match tokio::net::TcpListener::bind(args.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("error: cannot listen on {}: {e}", args.listen);
-                return ExitCode::from(1);
-            }
-        };
-        let sim = match RunningSimulator::start(&scenario, listener, args.seed) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(1);
-            }
-        };
-        eprintln!("simulator listening on {}", sim.endpoint_url());
-        let _ = tokio::signal::ctrl_c().await;
-        sim.stop().await;
-        ExitCode::SUCCESS
+    runtime()?.block_on(async {
+        let shutdown = stop_on_signals()?;
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        let simulator = RunningSimulator::start(&scenario, listener, args.seed)?;
+        eprintln!("simulator listening on {}", simulator.endpoint_url());
+        shutdown.cancelled().await;
+        simulator.stop().await;
+        Ok(())
     })
+}
+
+fn check_config(args: CheckConfigArgs) -> ExitCode {
+    match Config::load(Some(&args.config)) {
+        Ok(config) => {
+            print!("{}", config.to_toml());
+            eprintln!("{}: ok", args.config.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -132,6 +132,22 @@ pub struct ClientOptions {
     pub static_credentials: Option<(String, String)>,
 }
 
+/// The AWS client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Neither config, environment nor profile names a region.
+    #[error("no AWS region configured: set aws.region, AWS_REGION or a profile region")]
+    NoRegion,
+}
+
+/// True when an endpoint URL comes from the config or the standard environment variables.
+fn endpoint_configured(aws: &AwsConfig) -> bool {
+    aws.endpoint_url.is_some()
+        || ["AWS_ENDPOINT_URL_MEDICAL_IMAGING", "AWS_ENDPOINT_URL"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
 /// [`ImageSetSource`] over aws-sdk-medicalimaging.
 #[derive(Debug, Clone)]
 pub struct AwsSource {
@@ -171,11 +187,14 @@ impl Intercept for HostPrefixRemover {
 
 impl AwsSource {
     /// Builds the client from `aws` settings and the standard aws-config chain.
+    ///
+    /// Fails only when no region can be found and no endpoint is configured: without one
+    /// the SDK cannot know where the datastores are.
     pub async fn build(
         aws: &AwsConfig,
         request_timeout: Duration,
         options: &ClientOptions,
-    ) -> Self {
+    ) -> Result<Self, BuildError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(aws.max_attempts))
             .timeout_config(
@@ -197,8 +216,10 @@ impl AwsSource {
         let shared = loader.load().await;
         let mut config = aws_sdk_medicalimaging::config::Builder::from(&shared);
         if shared.region().is_none() {
-            // Without a region the SDK refuses every call; with an explicit endpoint
-            // (simulator, proxy) any region signs correctly, so default it.
+            if !endpoint_configured(aws) {
+                return Err(BuildError::NoRegion);
+            }
+            // With an explicit endpoint (simulator, proxy) any region signs correctly.
             config = config.region(Region::new("us-east-1"));
         }
         let config = config
@@ -206,9 +227,9 @@ impl AwsSource {
                 force: aws.disable_host_prefix,
             })
             .build();
-        AwsSource {
+        Ok(AwsSource {
             client: Client::from_conf(config),
-        }
+        })
     }
 
     /// The underlying SDK client, for wire-conformance tests against the simulator.

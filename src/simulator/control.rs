@@ -123,14 +123,14 @@ pub fn parse_faults(body: &[u8]) -> Result<FaultsSpec, String> {
     let mut faults = FaultsSpec::default();
     for (name, value) in &fields {
         match name.as_str() {
-            "throttleRatio" | "errorRatio" => {
+            "throttleRatio" | "errorRatio" | "accessDeniedRatio" => {
                 let ratio = value.as_f64().ok_or_else(|| {
                     format!("{name}: expected a number between 0 and 1, got {value}")
                 })?;
-                if name == "throttleRatio" {
-                    faults.throttle_ratio = ratio;
-                } else {
-                    faults.error_ratio = ratio;
+                match name.as_str() {
+                    "throttleRatio" => faults.throttle_ratio = ratio,
+                    "errorRatio" => faults.error_ratio = ratio,
+                    _ => faults.access_denied_ratio = ratio,
                 }
             }
             "latency" => {
@@ -149,16 +149,16 @@ pub fn parse_faults(body: &[u8]) -> Result<FaultsSpec, String> {
             }
             other => {
                 return Err(format!(
-                    "{other}: unknown field (known: throttleRatio, errorRatio, latency)"
+                    "{other}: unknown field (known: throttleRatio, errorRatio, accessDeniedRatio, latency)"
                 ))
             }
         }
     }
     check_faults("faults", &faults).map_err(|(field, why)| {
-        let camel = if field.ends_with("throttle_ratio") {
-            "throttleRatio"
-        } else {
-            "errorRatio"
+        let camel = match field.rsplit('.').next() {
+            Some("throttle_ratio") => "throttleRatio",
+            Some("access_denied_ratio") => "accessDeniedRatio",
+            _ => "errorRatio",
         };
         format!("{camel}: {why}")
     })?;
@@ -170,6 +170,7 @@ pub fn faults_json(faults: &FaultsSpec) -> Value {
     json!({
         "throttleRatio": faults.throttle_ratio,
         "errorRatio": faults.error_ratio,
+        "accessDeniedRatio": faults.access_denied_ratio,
         "latency": faults.latency.map(|d| humantime::format_duration(d).to_string()),
     })
 }

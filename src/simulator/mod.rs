@@ -53,6 +53,7 @@ struct FaultState {
 enum Fault {
     Throttle,
     ServerError,
+    AccessDenied,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -101,12 +102,18 @@ impl Simulator {
     fn roll_faults(&self) -> (Option<Duration>, Option<Fault>) {
         let mut f = lock(&self.faults);
         let latency = f.spec.latency.filter(|d| !d.is_zero());
-        let (throttle, error) = (f.spec.throttle_ratio, f.spec.error_ratio);
+        let (throttle, error, denied) = (
+            f.spec.throttle_ratio,
+            f.spec.error_ratio,
+            f.spec.access_denied_ratio,
+        );
         let roll: f64 = f.dice.random();
         let fault = if roll < throttle {
             Some(Fault::Throttle)
         } else if roll < throttle + error {
             Some(Fault::ServerError)
+        } else if roll < throttle + error + denied {
+            Some(Fault::AccessDenied)
         } else {
             None
         };
@@ -166,6 +173,14 @@ impl Simulator {
         match fault {
             Some(Fault::Throttle) => return (operation, Err(ApiError::throttling())),
             Some(Fault::ServerError) => return (operation, Err(ApiError::internal())),
+            Some(Fault::AccessDenied) => {
+                return (
+                    operation,
+                    Err(ApiError::access_denied(
+                        "User is not authorized to perform: medical-imaging:GetImageSet",
+                    )),
+                )
+            }
             None => {}
         }
         let query = req.uri().query().unwrap_or("");

@@ -143,6 +143,9 @@ pub struct FaultsSpec {
     /// Share of API requests answered with 500 InternalServerException (0..=1).
     #[serde(default)]
     pub error_ratio: f64,
+    /// Share of signed API requests answered with 403 AccessDeniedException (0..=1).
+    #[serde(default)]
+    pub access_denied_ratio: f64,
     /// Delay added before every API answer.
     #[serde(default, with = "humantime_serde")]
     pub latency: Option<Duration>,
@@ -355,6 +358,7 @@ pub fn check_faults(prefix: &str, faults: &FaultsSpec) -> Result<(), (String, St
     for (name, value) in [
         ("throttle_ratio", faults.throttle_ratio),
         ("error_ratio", faults.error_ratio),
+        ("access_denied_ratio", faults.access_denied_ratio),
     ] {
         if !(0.0..=1.0).contains(&value) {
             return Err((

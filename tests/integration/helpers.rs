@@ -69,7 +69,9 @@ impl TestSimulator {
         let options = ClientOptions {
             static_credentials: Some(("AKIDTESTTESTTEST".into(), "test-secret".into())),
         };
-        AwsSource::build(&aws, Duration::from_secs(5), &options).await
+        AwsSource::build(&aws, Duration::from_secs(5), &options)
+            .await
+            .expect("client builds")
     }
 
     /// `PUT /_simulator/datastore/{d}/imageSet/{i}` with `body`; returns status and JSON.
@@ -160,7 +162,192 @@ where
     }
 }
 
+/// True when the external tool `program` runs (`--version`). Outside CI a missing tool
+/// skips the calling test with a notice; in CI (`CI` set) it fails, since `.ci/run`
+/// installs it.
+pub fn tool_available(program: &str, install_hint: &str) -> bool {
+    let ok = std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is required in CI ({install_hint})"
+        );
+        eprintln!("SKIPPED: {program} is not installed ({install_hint})");
+    }
+    ok
+}
+
 /// A scenario with one datastore and the given image set blocks.
 pub fn scenario(image_sets: &str) -> String {
     format!("seed = 1\n[[datastores]]\nid = \"{DS}\"\nname = \"test\"\n\n{image_sets}")
+}
+
+/// An exporter running in-process against a [`TestSimulator`], on a random port.
+pub struct TestApp {
+    /// Where /metrics is served.
+    pub addr: std::net::SocketAddr,
+    /// Plain HTTP client.
+    pub http: reqwest::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A config polling `targets` on the simulator every 200 ms, listening on port 0.
+pub fn test_config(
+    sim: &TestSimulator,
+    targets: &[(&str, &str)],
+) -> healthimaging_exporter::config::Config {
+    use healthimaging_exporter::config::{Config, ImageSetTarget};
+    use healthimaging_exporter::ids::{DatastoreId, ImageSetId};
+    let mut config = Config::default();
+    config.server.listen_address = "127.0.0.1:0".parse().unwrap();
+    config.aws.endpoint_url = Some(sim.endpoint.clone());
+    config.aws.region = Some("us-east-1".into());
+    config.aws.max_attempts = 1;
+    config.polling.interval = Duration::from_millis(200);
+    config.polling.request_timeout = Duration::from_secs(2);
+    config.image_sets = targets
+        .iter()
+        .map(|(ds, is)| ImageSetTarget {
+            datastore_id: DatastoreId::parse(ds).unwrap(),
+            image_set_id: ImageSetId::parse(is).unwrap(),
+            version_id: None,
+        })
+        .collect();
+    config
+}
+
+impl TestApp {
+    /// Builds and starts the exporter with `config`.
+    pub async fn spawn(config: healthimaging_exporter::config::Config) -> TestApp {
+        init_test_log();
+        let options = ClientOptions {
+            static_credentials: Some(("AKIDTESTTESTTEST".into(), "test-secret".into())),
+        };
+        let app = healthimaging_exporter::app::App::build(config, options)
+            .await
+            .expect("app builds");
+        let addr = app.local_addr();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        TestApp {
+            addr,
+            http: reqwest::Client::new(),
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// GET `path`; returns status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let resp = self
+            .http
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .expect("exporter reachable");
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    }
+
+    /// The /metrics text.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// Waits until /metrics has a sample `name{labels}` equal to `value`; returns the text.
+    pub async fn wait_for(&self, name: &str, labels: &[(&str, &str)], value: f64) -> String {
+        let what = format!("{name}{labels:?} == {value}");
+        eventually(&what, Duration::from_secs(10), || async {
+            let text = self.metrics().await;
+            (sample(&text, name, labels) == Some(value)).then_some(text)
+        })
+        .await
+    }
+
+    /// Waits until /readyz answers 200.
+    pub async fn wait_ready(&self) {
+        eventually("readiness", Duration::from_secs(10), || async {
+            (self.get("/readyz").await.0 == 200).then_some(())
+        })
+        .await
+    }
+
+    /// Stops the exporter and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The value of the sample `name` whose labels include every pair in `labels`.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples(text)
+        .into_iter()
+        .find_map(|(metric, pairs, value)| {
+            let all = labels
+                .iter()
+                .all(|(k, v)| pairs.iter().any(|(pk, pv)| pk == k && pv == v));
+            (metric == name && all).then_some(value)
+        })
+}
+
+/// One parsed sample line: (name, labels, value).
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+/// Every sample line of an exposition.
+pub fn samples(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        let mut pairs = Vec::new();
+        let mut chars = rest.trim_end_matches('}').chars().peekable();
+        loop {
+            let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+            if key.is_empty() {
+                break;
+            }
+            chars.next(); // opening quote
+            let mut val = String::new();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => val.push(chars.next().unwrap_or('\\')),
+                    '"' => break,
+                    c => val.push(c),
+                }
+            }
+            if chars.peek() == Some(&',') {
+                chars.next();
+            }
+            pairs.push((key.trim().to_string(), val));
+        }
+        out.push((metric.to_string(), pairs, value));
+    }
+    out
 }

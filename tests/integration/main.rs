@@ -1,5 +1,7 @@
 //! Integration tests: the simulator and the exporter over real HTTP, through the real SDK.
 
+mod exporter_metrics;
+mod exporter_process;
 mod helpers;
 mod simulator_cli;
 mod simulator_control;

@@ -294,7 +294,8 @@ async fn timeouts_and_refused_connections_are_classified() {
         Duration::from_millis(300),
         &options,
     )
-    .await;
+    .await
+    .unwrap();
     let err = slow.get_image_set(key(DS, IS1), None).await.unwrap_err();
     assert_eq!((err.kind, err.outcome()), (ErrorKind::Timeout, "timeout"));
 
@@ -310,7 +311,8 @@ async fn timeouts_and_refused_connections_are_classified() {
     };
     let refused =
         healthimaging_exporter::source::AwsSource::build(&aws, Duration::from_secs(2), &options)
-            .await;
+            .await
+            .unwrap();
     let err = refused.get_image_set(key(DS, IS1), None).await.unwrap_err();
     assert_eq!(
         (err.kind, err.outcome()),

@@ -1,0 +1,129 @@
+//! The buildable application: binds its listener, wires source, store, poller, metrics
+//! and HTTP together, and runs until the shutdown token fires.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::http::{self, WebState};
+use crate::httpd;
+use crate::metrics::{self, ExporterMetrics};
+use crate::poller::{PollContext, Poller};
+use crate::source::{AwsSource, ClientOptions, ImageSetSource};
+use crate::store::Store;
+
+/// How long tasks get to finish after shutdown starts (the contract says exit within 5 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// A built, not yet running exporter.
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    store: Arc<Store>,
+    poller: Poller,
+    web: Arc<WebState>,
+    targets: usize,
+}
+
+impl App {
+    /// Binds `server.listen_address` and builds the AWS client from `config`.
+    pub async fn build(config: Config, options: ClientOptions) -> anyhow::Result<App> {
+        let listener = bind(config.server.listen_address).await?;
+        let source =
+            AwsSource::build(&config.aws, config.polling.request_timeout, &options).await?;
+        if let Some(region) = source.region() {
+            tracing::debug!(%region, "aws client ready");
+        }
+        Self::with_source(config, listener, Arc::new(source))
+    }
+
+    /// Builds around an already bound listener and a given source.
+    pub fn with_source(
+        config: Config,
+        listener: TcpListener,
+        source: Arc<dyn ImageSetSource>,
+    ) -> anyhow::Result<App> {
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+        let store = Arc::new(Store::new(&config.image_sets));
+        let exporter_metrics = ExporterMetrics::new().context("creating self-metrics")?;
+        let registry =
+            metrics::registry(store.clone(), &exporter_metrics).context("registering metrics")?;
+        let ready = Arc::new(AtomicBool::new(false));
+        let ctx = PollContext {
+            source,
+            store: store.clone(),
+            metrics: exporter_metrics,
+            call_timeout: config.polling.request_timeout + Duration::from_secs(1),
+        };
+        let targets = config.image_sets.len();
+        let poller = Poller::new(ctx, config.image_sets, &config.polling, ready.clone());
+        Ok(App {
+            listener,
+            local_addr,
+            store,
+            poller,
+            web: Arc::new(WebState { registry, ready }),
+            targets,
+        })
+    }
+
+    /// The address `/metrics` is served on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The state store.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// Serves and polls until `shutdown` fires, then stops within [`STOP_TIMEOUT`].
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        tracing::info!(
+            version = crate::build::VERSION,
+            revision = crate::build::REVISION,
+            targets = self.targets,
+            listen_address = %self.local_addr,
+            "exporter started"
+        );
+        let tracker = TaskTracker::new();
+        let web = self.web.clone();
+        let handler = move |req| http::handle(web.clone(), req);
+        let limits = httpd::Limits {
+            drain_timeout: Duration::from_secs(3),
+            ..httpd::Limits::default()
+        };
+        tracker.spawn(httpd::serve(
+            self.listener,
+            handler,
+            shutdown.clone(),
+            limits,
+        ));
+        tracker.spawn(self.poller.run(shutdown.clone()));
+        tracker.close();
+        shutdown.cancelled().await;
+        tracing::info!("shutting down");
+        if tokio::time::timeout(STOP_TIMEOUT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(timeout = ?STOP_TIMEOUT, "tasks did not stop in time; exiting anyway");
+        } else {
+            tracing::info!("stopped");
+        }
+    }
+}
+
+/// Binds the metrics listener with an error that names the setting.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (server.listen_address)"))
+}

@@ -1,0 +1,79 @@
+//! The log contract: one structured event per transition, and poll errors logged once per
+//! change of error kind. Field names here are what users' log pipelines match on.
+
+use crate::ids::{ImageSetKey, VersionId};
+use crate::source::{ErrorKind, SourceError};
+use crate::transitions::Transition;
+
+/// Logs one transition: WARN into a `*_FAILED` status, INFO otherwise. `message` is the
+/// API's own explanation and is only present when the API sent one.
+pub fn transition(
+    key: &ImageSetKey,
+    version: VersionId,
+    t: &Transition,
+    api_message: Option<&str>,
+) {
+    macro_rules! emit {
+        ($level:expr) => {
+            match api_message {
+                Some(message) => tracing::event!(
+                    $level,
+                    event = t.kind.as_str(),
+                    datastore_id = %key.datastore_id,
+                    image_set_id = %key.image_set_id,
+                    version_id = %version,
+                    from = %t.from,
+                    to = %t.to,
+                    message = %message,
+                ),
+                None => tracing::event!(
+                    $level,
+                    event = t.kind.as_str(),
+                    datastore_id = %key.datastore_id,
+                    image_set_id = %key.image_set_id,
+                    version_id = %version,
+                    from = %t.from,
+                    to = %t.to,
+                ),
+            }
+        };
+    }
+    if t.is_failure() {
+        emit!(tracing::Level::WARN)
+    } else {
+        emit!(tracing::Level::INFO)
+    }
+}
+
+/// Logs a poll error (callers call it once per change of error kind).
+pub fn poll_failed(key: &ImageSetKey, error: &SourceError, seen_before: bool) {
+    if error.kind == ErrorKind::NotFound && !seen_before {
+        tracing::warn!(
+            datastore_id = %key.datastore_id,
+            image_set_id = %key.image_set_id,
+            error_kind = error.kind.as_str(),
+            outcome = error.outcome(),
+            error = %error,
+            "image set not found: check the datastore and image set ids in the config",
+        );
+    } else {
+        tracing::warn!(
+            datastore_id = %key.datastore_id,
+            image_set_id = %key.image_set_id,
+            error_kind = error.kind.as_str(),
+            outcome = error.outcome(),
+            error = %error,
+            "polling image set failed",
+        );
+    }
+}
+
+/// Logs the first successful poll after errors.
+pub fn poll_recovered(key: &ImageSetKey, previous: ErrorKind) {
+    tracing::info!(
+        datastore_id = %key.datastore_id,
+        image_set_id = %key.image_set_id,
+        previous_error_kind = previous.as_str(),
+        "polling image set recovered",
+    );
+}

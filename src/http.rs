@@ -1,0 +1,76 @@
+//! The exporter's HTTP endpoints: `/metrics`, `/healthz`, `/readyz` and a landing page.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use prometheus::Registry;
+
+use crate::httpd::response;
+use crate::metrics;
+
+/// What the handlers read.
+pub struct WebState {
+    /// The registry behind `/metrics`.
+    pub registry: Registry,
+    /// True once the first poll round completed.
+    pub ready: Arc<AtomicBool>,
+}
+
+const LANDING: &str = r#"<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>HealthImaging Exporter</title></head>
+<body><h1>HealthImaging Exporter</h1>
+<p>Prometheus exporter for AWS HealthImaging image sets.</p>
+<ul><li><a href="metrics">/metrics</a></li><li><a href="healthz">/healthz</a></li><li><a href="readyz">/readyz</a></li></ul>
+</body></html>
+"#;
+
+/// Routes one request.
+pub async fn handle(state: Arc<WebState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "method not allowed\n",
+        );
+        resp.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
+        return resp;
+    }
+    match req.uri().path() {
+        "/metrics" => match metrics::encode(&state.registry) {
+            Ok(body) => response(StatusCode::OK, metrics::CONTENT_TYPE, body),
+            Err(error) => {
+                tracing::error!(%error, "encoding metrics failed");
+                response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    format!("encoding metrics failed: {error}\n"),
+                )
+            }
+        },
+        "/healthz" => response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        "/readyz" => {
+            if state.ready.load(Ordering::Acquire) {
+                response(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")
+            } else {
+                response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "not ready: first poll round in progress\n",
+                )
+            }
+        }
+        "/" => response(StatusCode::OK, "text/html; charset=utf-8", LANDING),
+        _ => response(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n",
+        ),
+    }
+}

@@ -1,0 +1,323 @@
+//! The state store: the single source of truth for what the exporter knows.
+//!
+//! Per image set: the last snapshot, when its workflow status was first observed, and poll
+//! health; plus the transition counters. Polls write through [`Store::record_success`] and
+//! [`Store::record_failure`]; the metrics collector reads a consistent view with
+//! [`Store::read`]. Locks are held briefly and never across an `.await`.
+
+use std::collections::BTreeMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::config::ImageSetTarget;
+use crate::ids::{DatastoreId, ImageSetKey, VersionId};
+use crate::model::{EpochSeconds, Snapshot};
+use crate::source::{ErrorKind, SourceError};
+use crate::transitions::{self, EventKind, Transition};
+
+/// What the store knows about one image set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// A pinned version from the config; latest when `None`.
+    pub pinned_version: Option<VersionId>,
+    /// The last successfully read properties.
+    pub snapshot: Option<Snapshot>,
+    /// When the current workflow status was first observed (updatedAt on first sight).
+    pub status_since: Option<EpochSeconds>,
+    /// Whether the last poll succeeded.
+    pub up: bool,
+    /// When a poll last succeeded.
+    pub last_success: Option<EpochSeconds>,
+    /// The kind of the last error, until a poll succeeds again.
+    pub last_error: Option<ErrorKind>,
+    /// GetImageSet answered 404 after the image set had been seen.
+    pub gone: bool,
+}
+
+impl Entry {
+    fn new(pinned_version: Option<VersionId>) -> Self {
+        Entry {
+            pinned_version,
+            snapshot: None,
+            status_since: None,
+            up: false,
+            last_success: None,
+            last_error: None,
+            gone: false,
+        }
+    }
+}
+
+/// Transition counter key: (datastore, from, to).
+pub type TransitionKey = (DatastoreId, String, String);
+
+/// Everything the store holds.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Per image set, ordered for stable rendering.
+    pub entries: BTreeMap<ImageSetKey, Entry>,
+    /// `healthimaging_workflow_transitions_total`.
+    pub workflow_transitions: BTreeMap<TransitionKey, u64>,
+    /// `healthimaging_storage_tier_transitions_total`.
+    pub storage_tier_transitions: BTreeMap<TransitionKey, u64>,
+}
+
+/// The result of recording a successful poll.
+#[derive(Debug, Default, PartialEq)]
+pub struct SuccessUpdate {
+    /// Detected transitions (empty on first sight).
+    pub transitions: Vec<Transition>,
+    /// First successful read of this image set.
+    pub first_sight: bool,
+    /// The error kind that preceded this success, if any.
+    pub recovered_from: Option<ErrorKind>,
+}
+
+/// The result of recording a failed poll.
+#[derive(Debug, Default, PartialEq)]
+pub struct FailureUpdate {
+    /// The error kind differs from the previous poll's: log it (once per change).
+    pub newly_failing: bool,
+    /// The image set disappeared: an `image_set_gone` event.
+    pub gone: Option<Transition>,
+    /// Version of the last snapshot, for the event.
+    pub last_version: Option<VersionId>,
+}
+
+/// Thread-safe holder of [`State`].
+#[derive(Debug, Default)]
+pub struct Store {
+    state: RwLock<State>,
+}
+
+impl Store {
+    /// A store tracking `targets`, with nothing known yet.
+    pub fn new(targets: &[ImageSetTarget]) -> Self {
+        let entries = targets
+            .iter()
+            .map(|t| (t.key(), Entry::new(t.version_id)))
+            .collect();
+        Store {
+            state: RwLock::new(State {
+                entries,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// A read view; hold it only while rendering.
+    pub fn read(&self) -> RwLockReadGuard<'_, State> {
+        // A writer that panicked left a state that is still coherent per field.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a successful poll at `now` and returns what changed.
+    pub fn record_success(
+        &self,
+        key: &ImageSetKey,
+        snapshot: Snapshot,
+        now: EpochSeconds,
+    ) -> SuccessUpdate {
+        let mut state = self.write();
+        let State {
+            entries,
+            workflow_transitions,
+            storage_tier_transitions,
+        } = &mut *state;
+        let entry = entries.entry(*key).or_insert_with(|| Entry::new(None));
+        let mut update = SuccessUpdate {
+            recovered_from: entry.last_error.take(),
+            ..SuccessUpdate::default()
+        };
+        match &entry.snapshot {
+            None => {
+                update.first_sight = true;
+                entry.status_since = Some(snapshot.updated_at.unwrap_or(now));
+            }
+            Some(old) => {
+                update.transitions = transitions::diff(old, &snapshot);
+                for t in &update.transitions {
+                    let counter = match t.kind {
+                        EventKind::WorkflowStatusChanged => {
+                            entry.status_since = Some(now);
+                            &mut *workflow_transitions
+                        }
+                        EventKind::StorageTierChanged => &mut *storage_tier_transitions,
+                        _ => continue,
+                    };
+                    *counter
+                        .entry((key.datastore_id, t.from.clone(), t.to.clone()))
+                        .or_default() += 1;
+                }
+            }
+        }
+        entry.snapshot = Some(snapshot);
+        entry.up = true;
+        entry.gone = false;
+        entry.last_success = Some(now);
+        update
+    }
+
+    /// Records a failed poll; the last snapshot stays as it was.
+    pub fn record_failure(&self, key: &ImageSetKey, error: &SourceError) -> FailureUpdate {
+        let mut state = self.write();
+        let entry = state
+            .entries
+            .entry(*key)
+            .or_insert_with(|| Entry::new(None));
+        entry.up = false;
+        let mut update = FailureUpdate {
+            newly_failing: entry.last_error != Some(error.kind),
+            last_version: entry.snapshot.as_ref().map(|s| s.version_id),
+            gone: None,
+        };
+        entry.last_error = Some(error.kind);
+        if error.kind == ErrorKind::NotFound && !entry.gone {
+            if let Some(last) = &entry.snapshot {
+                entry.gone = true;
+                update.gone = Some(transitions::gone(last));
+            }
+        }
+        update
+    }
+
+    /// The number of tracked image sets.
+    pub fn len(&self) -> usize {
+        self.read().entries.len()
+    }
+
+    /// True when no image set is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ImageSetId;
+    use crate::model::{ImageSetState, StorageTier, WorkflowStatus};
+
+    fn key() -> ImageSetKey {
+        ImageSetKey {
+            datastore_id: DatastoreId::parse("0123456789abcdef0123456789abcdef").unwrap(),
+            image_set_id: ImageSetId::parse("fedcba9876543210fedcba9876543210").unwrap(),
+        }
+    }
+
+    fn store() -> Store {
+        Store::new(&[ImageSetTarget {
+            datastore_id: key().datastore_id,
+            image_set_id: key().image_set_id,
+            version_id: None,
+        }])
+    }
+
+    fn snap(status: &str, tier: &str) -> Snapshot {
+        Snapshot {
+            version_id: VersionId::new(1),
+            workflow_status: Some(WorkflowStatus::from_api(status)),
+            state: ImageSetState::Active,
+            storage_tier: Some(StorageTier::from_api(tier)),
+            image_set_arn: None,
+            is_primary: None,
+            forced: None,
+            message: None,
+            created_at: Some(100.0),
+            updated_at: Some(500.0),
+            deleted_at: None,
+            last_accessed_at: None,
+        }
+    }
+
+    fn error(kind: ErrorKind) -> SourceError {
+        SourceError::new(kind, "test")
+    }
+
+    #[test]
+    fn first_sight_is_no_transition_and_uses_updated_at() {
+        let s = store();
+        let u = s.record_success(&key(), snap("IMPORTING", "FREQUENT_ACCESS"), 1000.0);
+        assert!(u.first_sight && u.transitions.is_empty());
+        let state = s.read();
+        let e = &state.entries[&key()];
+        assert_eq!(e.status_since, Some(500.0));
+        assert!(e.up);
+        assert!(state.workflow_transitions.is_empty());
+    }
+
+    #[test]
+    fn transitions_are_counted_and_restart_the_status_clock() {
+        let s = store();
+        s.record_success(&key(), snap("IMPORTING", "FREQUENT_ACCESS"), 1000.0);
+        s.record_success(&key(), snap("IMPORTING", "FREQUENT_ACCESS"), 1060.0);
+        let u = s.record_success(
+            &key(),
+            snap("IMPORT_FAILED", "ARCHIVE_INSTANT_ACCESS"),
+            1120.0,
+        );
+        assert_eq!(u.transitions.len(), 2);
+        let state = s.read();
+        assert_eq!(state.entries[&key()].status_since, Some(1120.0));
+        let k = |a: &str, b: &str| (key().datastore_id, a.to_string(), b.to_string());
+        assert_eq!(
+            state.workflow_transitions[&k("IMPORTING", "IMPORT_FAILED")],
+            1
+        );
+        assert_eq!(
+            state.storage_tier_transitions[&k("FREQUENT_ACCESS", "ARCHIVE_INSTANT_ACCESS")],
+            1
+        );
+    }
+
+    #[test]
+    fn failures_keep_the_snapshot_and_are_reported_once_per_kind() {
+        let s = store();
+        s.record_success(&key(), snap("IMPORTED", "FREQUENT_ACCESS"), 1000.0);
+        assert!(
+            s.record_failure(&key(), &error(ErrorKind::Throttled))
+                .newly_failing
+        );
+        assert!(
+            !s.record_failure(&key(), &error(ErrorKind::Throttled))
+                .newly_failing
+        );
+        assert!(
+            s.record_failure(&key(), &error(ErrorKind::ServerError))
+                .newly_failing
+        );
+        {
+            let state = s.read();
+            let e = &state.entries[&key()];
+            assert!(!e.up);
+            assert!(e.snapshot.is_some());
+            assert_eq!(e.last_success, Some(1000.0));
+        }
+        let u = s.record_success(&key(), snap("IMPORTED", "FREQUENT_ACCESS"), 1100.0);
+        assert_eq!(u.recovered_from, Some(ErrorKind::ServerError));
+        assert!(
+            s.record_failure(&key(), &error(ErrorKind::Throttled))
+                .newly_failing
+        );
+    }
+
+    #[test]
+    fn not_found_after_sight_is_gone_once() {
+        let s = store();
+        let before = s.record_failure(&key(), &error(ErrorKind::NotFound));
+        assert!(
+            before.gone.is_none(),
+            "never seen: a configuration problem, not a disappearance"
+        );
+        s.record_success(&key(), snap("DELETING", "FREQUENT_ACCESS"), 1000.0);
+        let first = s.record_failure(&key(), &error(ErrorKind::NotFound));
+        assert_eq!(first.gone.map(|t| t.kind), Some(EventKind::ImageSetGone));
+        assert!(s
+            .record_failure(&key(), &error(ErrorKind::NotFound))
+            .gone
+            .is_none());
+    }
+}
