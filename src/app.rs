@@ -52,7 +52,8 @@ impl App {
     ) -> anyhow::Result<App> {
         let local_addr = listener.local_addr().context("reading the bound address")?;
         let store = Arc::new(Store::new(&config.image_sets));
-        let exporter_metrics = ExporterMetrics::new().context("creating self-metrics")?;
+        let exporter_metrics = ExporterMetrics::new(config.polling.price_per_1000_calls)
+            .context("creating self-metrics")?;
         let registry =
             metrics::registry(store.clone(), &exporter_metrics).context("registering metrics")?;
         let ready = Arc::new(AtomicBool::new(false));

@@ -86,7 +86,9 @@ pub struct AwsConfig {
 }
 
 fn default_max_attempts() -> u32 {
-    2
+    // The scheduler retries on its own cadence and budget; SDK retries would send
+    // requests the rate limiter never counted, multiplying a throttling storm.
+    1
 }
 
 impl Default for AwsConfig {
@@ -100,26 +102,71 @@ impl Default for AwsConfig {
     }
 }
 
-/// `[polling]`.
+/// `[polling]`: cadence and the API budget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollingConfig {
-    /// Time between two polls of the same image set.
+    /// Time between two polls of a settled image set.
     #[serde(default = "default_interval", with = "humantime_serde")]
     pub interval: Duration,
-    /// Deadline of one GetImageSet call, SDK retries included.
-    #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    pub request_timeout: Duration,
+    /// Time between two polls of an image set whose workflow is in progress.
+    #[serde(default = "default_in_progress_interval", with = "humantime_serde")]
+    pub in_progress_interval: Duration,
+    /// Time between two polls of an image set in a failed status.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub failed_interval: Duration,
+    /// Budget: sustained GetImageSet calls per second (the account quota is 25, shared).
+    #[serde(default = "default_rate")]
+    pub max_requests_per_second: f64,
+    /// Budget: calls that may go at once after a quiet period.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
     /// GetImageSet calls in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Random spread of every delay, as a fraction (0.1 = ±10 %).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Deadline of one GetImageSet call, SDK retries included.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest per-image-set backoff after repeated errors.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// How long an image set that vanished (404 after being seen) stays exported.
+    #[serde(default = "default_gone_retention", with = "humantime_serde")]
+    pub gone_retention: Duration,
+    /// Price of 1,000 API calls in dollars, for the cost estimate.
+    #[serde(default = "default_price")]
+    pub price_per_1000_calls: f64,
 }
 
 fn default_interval() -> Duration {
     Duration::from_secs(60)
 }
+fn default_in_progress_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_rate() -> f64 {
+    5.0
+}
+fn default_burst() -> u32 {
+    10
+}
+fn default_jitter() -> f64 {
+    0.1
+}
 fn default_request_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_gone_retention() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_price() -> f64 {
+    0.005
 }
 fn default_concurrency() -> usize {
     4
@@ -129,9 +176,107 @@ impl Default for PollingConfig {
     fn default() -> Self {
         PollingConfig {
             interval: default_interval(),
-            request_timeout: default_request_timeout(),
+            in_progress_interval: default_in_progress_interval(),
+            failed_interval: default_interval(),
+            max_requests_per_second: default_rate(),
+            burst: default_burst(),
             concurrency: default_concurrency(),
+            jitter: default_jitter(),
+            request_timeout: default_request_timeout(),
+            max_backoff: default_max_backoff(),
+            gone_retention: default_gone_retention(),
+            price_per_1000_calls: default_price(),
         }
+    }
+}
+
+impl PollingConfig {
+    /// The scheduler's view of these settings.
+    pub fn scheduler_settings(&self) -> crate::scheduler::Settings {
+        crate::scheduler::Settings {
+            interval: self.interval,
+            in_progress_interval: self.in_progress_interval,
+            failed_interval: self.failed_interval,
+            max_requests_per_second: self.max_requests_per_second,
+            burst: self.burst,
+            jitter: self.jitter,
+            max_backoff: self.max_backoff,
+            gone_retention: self.gone_retention,
+        }
+    }
+
+    fn validate(&self) -> Result<(), (String, String, String)> {
+        let bad = |field: &str, value: String, message: &str| {
+            Err((format!("polling.{field}"), value, message.to_string()))
+        };
+        let show = |d: Duration| format!("{:?}", humantime::format_duration(d).to_string());
+        let durations = [
+            ("interval", self.interval),
+            ("in_progress_interval", self.in_progress_interval),
+            ("failed_interval", self.failed_interval),
+            ("request_timeout", self.request_timeout),
+            ("max_backoff", self.max_backoff),
+            ("gone_retention", self.gone_retention),
+        ];
+        for (field, d) in durations {
+            if d.is_zero() {
+                return bad(field, show(d), "must be greater than zero");
+            }
+        }
+        for (field, d) in [
+            ("interval", self.interval),
+            ("failed_interval", self.failed_interval),
+            ("max_backoff", self.max_backoff),
+        ] {
+            if d < self.in_progress_interval {
+                return bad(
+                    field,
+                    show(d),
+                    &format!(
+                        "must not be shorter than polling.in_progress_interval ({})",
+                        humantime::format_duration(self.in_progress_interval)
+                    ),
+                );
+            }
+        }
+        let rate = self.max_requests_per_second;
+        if !rate.is_finite() || rate <= 0.0 || rate > 1000.0 {
+            return bad(
+                "max_requests_per_second",
+                rate.to_string(),
+                "must be above 0 and at most 1000",
+            );
+        }
+        if self.burst == 0 || self.burst > 10_000 {
+            return bad(
+                "burst",
+                self.burst.to_string(),
+                "must be between 1 and 10000",
+            );
+        }
+        if self.concurrency == 0 || self.concurrency > 256 {
+            return bad(
+                "concurrency",
+                self.concurrency.to_string(),
+                "must be between 1 and 256",
+            );
+        }
+        if !(0.0..=0.5).contains(&self.jitter) {
+            return bad(
+                "jitter",
+                self.jitter.to_string(),
+                "must be a fraction between 0 and 0.5",
+            );
+        }
+        let price = self.price_per_1000_calls;
+        if !price.is_finite() || price < 0.0 {
+            return bad(
+                "price_per_1000_calls",
+                price.to_string(),
+                "must be a non-negative number",
+            );
+        }
+        Ok(())
     }
 }
 
@@ -262,22 +407,7 @@ impl Config {
         let bad = |field: &str, value: String, message: &str| {
             Err((field.to_string(), value, message.to_string()))
         };
-        let positive = [
-            ("polling.interval", self.polling.interval),
-            ("polling.request_timeout", self.polling.request_timeout),
-        ];
-        for (field, d) in positive {
-            if d.is_zero() {
-                return bad(field, "\"0s\"".into(), "must be greater than zero");
-            }
-        }
-        if self.polling.concurrency == 0 || self.polling.concurrency > 256 {
-            return bad(
-                "polling.concurrency",
-                self.polling.concurrency.to_string(),
-                "must be between 1 and 256",
-            );
-        }
+        self.polling.validate()?;
         if self.aws.max_attempts == 0 || self.aws.max_attempts > 10 {
             return bad(
                 "aws.max_attempts",

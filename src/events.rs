@@ -77,3 +77,20 @@ pub fn poll_recovered(key: &ImageSetKey, previous: ErrorKind) {
         "polling image set recovered",
     );
 }
+
+/// Logs that HealthImaging throttles the exporter and the request rate was cut.
+pub fn throttling(effective_rate: f64, max_rate: f64, throttled_calls: u64) {
+    tracing::warn!(
+        error_kind = ErrorKind::Throttled.as_str(),
+        outcome = "ThrottlingException",
+        effective_rate,
+        max_requests_per_second = max_rate,
+        throttled_calls,
+        "api throttling: request rate lowered",
+    );
+}
+
+/// Logs that the request rate is back at the configured budget after throttling.
+pub fn throttling_over(effective_rate: f64) {
+    tracing::info!(effective_rate, "api request rate recovered");
+}

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod metrics;
 pub mod model;
 pub mod poller;
+pub mod scheduler;
 pub mod simulator;
 pub mod source;
 pub mod store;

@@ -184,6 +184,11 @@ impl Store {
         update
     }
 
+    /// Stops tracking an image set: its series disappear from `/metrics`.
+    pub fn forget(&self, key: &ImageSetKey) {
+        self.write().entries.remove(key);
+    }
+
     /// The number of tracked image sets.
     pub fn len(&self) -> usize {
         self.read().entries.len()

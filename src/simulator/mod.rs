@@ -34,12 +34,25 @@ use world::{Key, World};
 /// Largest request body the simulator reads.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// API requests remembered for `GET /_simulator/requests` (oldest dropped first).
+const REQUEST_LOG_CAPACITY: usize = 500_000;
+
+/// One API request as the request log keeps it.
+#[derive(Debug, Clone)]
+struct LoggedRequest {
+    at: f64,
+    operation: &'static str,
+    outcome: &'static str,
+    image_set_id: Option<Box<str>>,
+}
+
 /// Shared simulator state behind the HTTP handlers.
 #[derive(Debug)]
 pub struct Simulator {
     world: Mutex<World>,
     faults: Mutex<FaultState>,
     stats: Mutex<BTreeMap<(String, String), u64>>,
+    requests: Mutex<std::collections::VecDeque<LoggedRequest>>,
     started: Instant,
 }
 
@@ -82,6 +95,7 @@ impl Simulator {
                 dice,
             }),
             stats: Mutex::new(BTreeMap::new()),
+            requests: Mutex::new(std::collections::VecDeque::new()),
             started: Instant::now(),
         }
     }
@@ -93,10 +107,20 @@ impl Simulator {
         world
     }
 
-    fn count(&self, operation: &str, outcome: &str) {
+    fn count(&self, operation: &'static str, outcome: &'static str, image_set_id: Option<&str>) {
         *lock(&self.stats)
             .entry((operation.to_string(), outcome.to_string()))
             .or_default() += 1;
+        let mut log = lock(&self.requests);
+        if log.len() >= REQUEST_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(LoggedRequest {
+            at: now_epoch(),
+            operation,
+            outcome,
+            image_set_id: image_set_id.map(Into::into),
+        });
     }
 
     fn roll_faults(&self) -> (Option<Duration>, Option<Fault>) {
@@ -126,20 +150,22 @@ impl Simulator {
         let path = req.uri().path().to_string();
         if path.starts_with("/_simulator/") {
             let method = req.method().clone();
+            let query = req.uri().query().unwrap_or("").to_string();
             let body = match read_body(req).await {
                 Ok(body) => body,
                 Err(message) => {
                     return control_error(StatusCode::BAD_REQUEST, &message, &request_id)
                 }
             };
-            return self.control(&method, &path, &body, &request_id);
+            return self.control(&method, &path, &query, &body, &request_id);
         }
+        let image_set_id = image_set_of(req.uri().path());
         let (operation, result) = self.api(req).await;
         let outcome = match &result {
             Ok(_) => "success",
             Err(e) => e.code,
         };
-        self.count(operation, outcome);
+        self.count(operation, outcome, image_set_id.as_deref());
         match result {
             Ok(body) => json_response(StatusCode::OK, body.to_string(), &request_id),
             Err(e) => e.into_response(&request_id),
@@ -246,6 +272,7 @@ impl Simulator {
         &self,
         method: &Method,
         path: &str,
+        query: &str,
         body: &[u8],
         request_id: &str,
     ) -> Response<Full<Bytes>> {
@@ -324,6 +351,18 @@ impl Simulator {
                 Err(m) => control_error(StatusCode::BAD_REQUEST, &m, request_id),
             },
             (&Method::GET, ["stats"]) => ok(control::stats_json(lock(&self.stats).iter())),
+            (&Method::GET, ["requests"]) => {
+                let since = query_param(query, "since")
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                let log = lock(&self.requests);
+                let entries: Vec<_> = log
+                    .iter()
+                    .filter(|r| r.at >= since)
+                    .map(|r| json!({"at": r.at, "operation": r.operation, "outcome": r.outcome, "imageSetId": r.image_set_id}))
+                    .collect();
+                ok(json!({ "requests": entries }))
+            }
             _ => control_error(
                 StatusCode::NOT_FOUND,
                 &format!("no control endpoint {method} {path}"),
@@ -347,6 +386,17 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, String> {
         .await
         .map(|b| b.to_bytes())
         .map_err(|e| format!("cannot read request body: {e}"))
+}
+
+/// The image set id in an image-set operation's path, if any.
+fn image_set_of(path: &str) -> Option<String> {
+    let mut segments = path.trim_matches('/').split('/');
+    while let Some(s) = segments.next() {
+        if s == "imageSet" {
+            return segments.next().map(str::to_string);
+        }
+    }
+    None
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {

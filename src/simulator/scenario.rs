@@ -124,6 +124,36 @@ pub struct Scenario {
     /// Image sets and their timelines.
     #[serde(default)]
     pub image_sets: Vec<ImageSetSpec>,
+    /// Bulk image sets with generated ids, for load and scale tests.
+    #[serde(default)]
+    pub generate: Vec<GenerateSpec>,
+}
+
+/// `count` image sets in one datastore, with ids derived from the block's position and
+/// the index: `{block:016x}{index:016x}` (so they never collide with each other).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenerateSpec {
+    /// Owning datastore.
+    pub datastore_id: DatastoreIdSpec,
+    /// How many image sets (at most 1,000,000 per block).
+    pub count: u32,
+    /// Their workflow status (default IMPORTED).
+    #[serde(default)]
+    pub workflow_status: Option<WorkflowStatusSpec>,
+    /// Their state (default ACTIVE).
+    #[serde(default)]
+    pub state: Option<StateSpec>,
+    /// Their storage tier (default FREQUENT_ACCESS).
+    #[serde(default)]
+    pub storage_tier: Option<StorageTierSpec>,
+}
+
+impl GenerateSpec {
+    /// The id of the `index`-th image set of generate block `block`.
+    pub fn image_set_id(block: usize, index: u32) -> String {
+        format!("{block:016x}{index:016x}")
+    }
 }
 
 fn default_region() -> String {
@@ -248,6 +278,7 @@ impl Scenario {
             faults: FaultsSpec::default(),
             datastores: Vec::new(),
             image_sets: Vec::new(),
+            generate: Vec::new(),
         }
     }
 
@@ -302,6 +333,38 @@ impl Scenario {
                     format!("datastores[{n}].id"),
                     format!("duplicate datastore `{}`", ds.id.0),
                 ));
+            }
+        }
+        for (n, block) in self.generate.iter().enumerate() {
+            if !datastores.is_empty() && !datastores.contains(&block.datastore_id.0) {
+                return Err((
+                    format!("generate[{n}].datastore_id"),
+                    format!(
+                        "datastore `{}` is not listed in [[datastores]]",
+                        block.datastore_id.0
+                    ),
+                ));
+            }
+            if block.count == 0 || block.count > 1_000_000 {
+                return Err((
+                    format!("generate[{n}].count"),
+                    format!("{} is not between 1 and 1000000", block.count),
+                ));
+            }
+        }
+        for (n, set) in self.image_sets.iter().enumerate() {
+            let id = &set.image_set_id.0;
+            let block = u64::from_str_radix(&id[..16], 16)
+                .ok()
+                .and_then(|b| usize::try_from(b).ok());
+            let index = u32::from_str_radix(&id[16..], 16).ok();
+            if let (Some(b), Some(i)) = (block, index) {
+                if self.generate.get(b).is_some_and(|g| i < g.count) {
+                    return Err((
+                        format!("image_sets[{n}].image_set_id"),
+                        format!("`{id}` collides with generated image set {i} of generate[{b}]"),
+                    ));
+                }
             }
         }
         let mut seen = BTreeSet::new();

@@ -148,6 +148,43 @@ impl World {
                 step: step.clone(),
             }));
         }
+        for (b, block) in scenario.generate.iter().enumerate() {
+            world.ensure_datastore(&block.datastore_id.0);
+            let created_at = millis(start_epoch - 86_400.0);
+            let template = Version {
+                number: 1,
+                workflow_status: block
+                    .workflow_status
+                    .as_ref()
+                    .map_or("IMPORTED", |s| &s.0)
+                    .to_string(),
+                state: block.state.as_ref().map_or("ACTIVE", |s| &s.0).to_string(),
+                storage_tier: block
+                    .storage_tier
+                    .as_ref()
+                    .map_or("FREQUENT_ACCESS", |s| &s.0)
+                    .to_string(),
+                is_primary: true,
+                forced: None,
+                message: None,
+                created_at,
+                updated_at: created_at,
+                deleted_at: None,
+                last_accessed_at: None,
+            };
+            for i in 0..block.count {
+                let key = (
+                    block.datastore_id.0.clone(),
+                    super::scenario::GenerateSpec::image_set_id(b, i),
+                );
+                world.image_sets.insert(
+                    key,
+                    ImageSet {
+                        versions: BTreeMap::from([(1, template.clone())]),
+                    },
+                );
+            }
+        }
         // Stable sort keeps each image set's steps in file order at equal offsets.
         pending.sort_by_key(|p| p.after);
         world.pending = pending.into();

@@ -409,6 +409,8 @@ fn normalise(text: &str) -> String {
             line.to_string()
         } else if line.contains("_timestamp_seconds")
             || line.starts_with("healthimaging_api_requests_total")
+            || line.starts_with("healthimaging_api_estimated_cost_dollars_total")
+            || line.starts_with("healthimaging_scheduler_queue_lag_seconds")
         {
             let (series, _) = line.rsplit_once(' ').unwrap_or((line, ""));
             format!("{series} <value>")

@@ -1,135 +1,16 @@
 //! The exporter binary as operators run it: JSON logs, signals, exit codes, bad configs.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, sample, scenario, TestSimulator, DS, IS1, IS2};
-
-const BIN: &str = env!("CARGO_BIN_EXE_healthimaging-exporter");
-
-/// The exporter binary with its stdout parsed as JSON log lines.
-struct ExporterProcess {
-    child: Mutex<Child>,
-    logs: Arc<Mutex<Vec<Value>>>,
-    _dir: tempfile::TempDir,
-}
-
-fn command() -> Command {
-    let mut cmd = Command::new(BIN);
-    // Isolate from the developer's AWS setup; credentials come from the standard env chain.
-    cmd.env("AWS_ACCESS_KEY_ID", "AKIDPROCESSTEST")
-        .env("AWS_SECRET_ACCESS_KEY", "process-secret")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env_remove("AWS_ENDPOINT_URL_MEDICAL_IMAGING")
-        .env_remove("RUST_LOG");
-    cmd
-}
-
-impl ExporterProcess {
-    fn start(sim: &TestSimulator, image_sets: &[&str]) -> ExporterProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = format!(
-            "[server]\nlisten_address = \"127.0.0.1:0\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\nmax_attempts = 1\n\
-             [polling]\ninterval = \"200ms\"\nrequest_timeout = \"2s\"\n",
-            sim.endpoint
-        );
-        for is in image_sets {
-            config.push_str(&format!(
-                "[[image_sets]]\ndatastore_id = \"{DS}\"\nimage_set_id = \"{is}\"\n"
-            ));
-        }
-        let path = dir.path().join("config.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = command()
-            .args(["run", "--config"])
-            .arg(&path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value =
-                    serde_json::from_str(&line).unwrap_or_else(|_| json!({ "unparsed": line }));
-                sink.lock().unwrap().push(value);
-            }
-        });
-        ExporterProcess {
-            child: Mutex::new(child),
-            logs,
-            _dir: dir,
-        }
-    }
-
-    fn logs(&self) -> Vec<Value> {
-        self.logs.lock().unwrap().clone()
-    }
-
-    async fn wait_for_log(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        eventually(what, Duration::from_secs(15), || async {
-            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
-                panic!(
-                    "exporter exited with {status} while waiting for {what}: {:?}",
-                    self.logs()
-                );
-            }
-            self.logs().into_iter().find(|l| pred(l))
-        })
-        .await
-    }
-
-    fn try_wait(&self) -> Option<std::process::ExitStatus> {
-        self.child.lock().unwrap().try_wait().ok().flatten()
-    }
-
-    async fn addr(&self) -> SocketAddr {
-        let started = self
-            .wait_for_log("the startup line", |l| l["message"] == "exporter started")
-            .await;
-        started["listen_address"].as_str().unwrap().parse().unwrap()
-    }
-
-    async fn metrics(&self) -> String {
-        let addr = self.addr().await;
-        reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.lock().unwrap().id().to_string();
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for ExporterProcess {
-    fn drop(&mut self) {
-        if let Ok(child) = self.child.get_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use crate::helpers::{
+    command, eventually, sample, scenario, ExporterProcess, TestSimulator, DS, IS1, IS2,
+};
 
 fn transition<'a>(event: &'a str, to: &'a str) -> impl Fn(&Value) -> bool + 'a {
     move |l: &Value| l["event"] == event && l["to"] == to
@@ -298,18 +179,30 @@ async fn poll_errors_are_logged_once_per_change_of_error_kind() {
             l["message"] == "polling image set recovered"
         })
         .await;
-    let failures: Vec<_> = exporter
-        .logs()
-        .into_iter()
+    let logs = exporter.logs();
+    let failures: Vec<_> = logs
+        .iter()
         .filter(|l| l["message"] == "polling image set failed")
         .collect();
     let kinds: Vec<_> = failures
         .iter()
-        .map(|l| l["error_kind"].as_str().unwrap_or("").to_string())
+        .map(|l| l["error_kind"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(kinds, ["throttled", "server_error"], "{failures:?}");
+    assert_eq!(
+        kinds,
+        ["server_error"],
+        "one line per change of error kind: {failures:?}"
+    );
     assert_eq!(failures[0]["level"], "WARN");
-    assert_eq!(failures[0]["outcome"], "ThrottlingException");
+    assert_eq!(failures[0]["outcome"], "InternalServerException");
+    // Throttling is account-wide: one line for the whole storm, not one per poll or image set.
+    let throttling: Vec<_> = logs
+        .iter()
+        .filter(|l| l["message"] == "api throttling: request rate lowered")
+        .collect();
+    assert_eq!(throttling.len(), 1, "{throttling:?}");
+    assert_eq!(throttling[0]["outcome"], "ThrottlingException");
+    assert!(throttling[0]["effective_rate"].as_f64().unwrap() < 1000.0);
     let text = serde_json::to_string(&exporter.logs()).unwrap();
     assert!(
         !text.contains("process-secret") && !text.contains("AKIDPROCESSTEST"),

@@ -1,11 +1,15 @@
 //! Shared test plumbing: start the simulator (and later the exporter) on port 0.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use healthimaging_exporter::config::AwsConfig;
 use healthimaging_exporter::simulator::{RunningSimulator, Scenario};
 use healthimaging_exporter::source::{AwsSource, ClientOptions};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// A datastore id used across tests.
 pub const DS: &str = "0123456789abcdef0123456789abcdef";
@@ -197,7 +201,7 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// A config polling `targets` on the simulator every 200 ms, listening on port 0.
+/// A config polling `targets` on the simulator every 200 ms (budget no constraint), on port 0.
 pub fn test_config(
     sim: &TestSimulator,
     targets: &[(&str, &str)],
@@ -210,6 +214,12 @@ pub fn test_config(
     config.aws.region = Some("us-east-1".into());
     config.aws.max_attempts = 1;
     config.polling.interval = Duration::from_millis(200);
+    config.polling.in_progress_interval = Duration::from_millis(100);
+    config.polling.failed_interval = Duration::from_millis(200);
+    config.polling.max_backoff = Duration::from_secs(1);
+    config.polling.max_requests_per_second = 1000.0;
+    config.polling.burst = 100;
+    config.polling.jitter = 0.0;
     config.polling.request_timeout = Duration::from_secs(2);
     config.image_sets = targets
         .iter()
@@ -350,4 +360,203 @@ pub fn samples(text: &str) -> Vec<Sample> {
         out.push((metric.to_string(), pairs, value));
     }
     out
+}
+
+/// The exporter binary.
+pub const BIN: &str = env!("CARGO_BIN_EXE_healthimaging-exporter");
+
+/// The exporter binary with its stdout parsed as JSON log lines; killed on drop.
+pub struct ExporterProcess {
+    /// The process.
+    pub child: Mutex<Child>,
+    /// Parsed stdout lines.
+    pub logs: Arc<Mutex<Vec<Value>>>,
+    /// Holds the config file.
+    pub _dir: tempfile::TempDir,
+}
+
+/// The exporter binary, isolated from the developer's AWS setup, with test credentials.
+pub fn command() -> Command {
+    let mut cmd = Command::new(BIN);
+    // Isolate from the developer's AWS setup; credentials come from the standard env chain.
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIDPROCESSTEST")
+        .env("AWS_SECRET_ACCESS_KEY", "process-secret")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_MEDICAL_IMAGING")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+impl ExporterProcess {
+    /// Starts the binary polling `image_sets` of [`DS`] fast (200 ms, no budget constraint).
+    pub fn start(sim: &TestSimulator, image_sets: &[&str]) -> ExporterProcess {
+        let polling = "interval = \"200ms\"\nin_progress_interval = \"100ms\"\nfailed_interval = \"200ms\"\n\
+                       max_backoff = \"1s\"\nmax_requests_per_second = 1000\nburst = 100\nrequest_timeout = \"2s\"\n";
+        let ids: Vec<String> = image_sets.iter().map(|s| s.to_string()).collect();
+        Self::start_with(sim, polling, &ids)
+    }
+
+    /// Starts the binary with the given `[polling]` body, polling `image_sets` of [`DS`].
+    pub fn start_with(
+        sim: &TestSimulator,
+        polling: &str,
+        image_sets: &[String],
+    ) -> ExporterProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = format!(
+            "[server]\nlisten_address = \"127.0.0.1:0\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+             max_attempts = 1\n[polling]\n{polling}\n",
+            sim.endpoint
+        );
+        for is in image_sets {
+            config.push_str(&format!(
+                "[[image_sets]]\ndatastore_id = \"{DS}\"\nimage_set_id = \"{is}\"\n"
+            ));
+        }
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = command()
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("binary starts");
+        let stdout = child.stdout.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let value =
+                    serde_json::from_str(&line).unwrap_or_else(|_| json!({ "unparsed": line }));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        ExporterProcess {
+            child: Mutex::new(child),
+            logs,
+            _dir: dir,
+        }
+    }
+
+    /// The log lines so far.
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Waits for a log line matching `pred`; fails at once if the process exits.
+    pub async fn wait_for_log(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        eventually(what, Duration::from_secs(15), || async {
+            if let Ok(Some(status)) = self.child.lock().unwrap().try_wait() {
+                panic!(
+                    "exporter exited with {status} while waiting for {what}: {:?}",
+                    self.logs()
+                );
+            }
+            self.logs().into_iter().find(|l| pred(l))
+        })
+        .await
+    }
+
+    /// The exit status, once exited.
+    pub fn try_wait(&self) -> Option<std::process::ExitStatus> {
+        self.child.lock().unwrap().try_wait().ok().flatten()
+    }
+
+    /// The metrics address, from the startup line.
+    pub async fn addr(&self) -> SocketAddr {
+        let started = self
+            .wait_for_log("the startup line", |l| l["message"] == "exporter started")
+            .await;
+        started["listen_address"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// The /metrics text.
+    pub async fn metrics(&self) -> String {
+        let addr = self.addr().await;
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Sends a signal (`TERM`, `INT`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.lock().unwrap().id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for ExporterProcess {
+    fn drop(&mut self) {
+        if let Ok(child) = self.child.get_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One API request from the simulator's request log: (epoch seconds, image set id, outcome).
+pub type Logged = (f64, String, String);
+
+impl TestSimulator {
+    /// API requests the simulator served since `since` (epoch seconds).
+    pub async fn requests_since(&self, since: f64) -> Vec<Logged> {
+        let body = self.get(&format!("requests?since={since}")).await;
+        body["requests"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|r| {
+                        (
+                            r["at"].as_f64().unwrap_or(0.0),
+                            r["imageSetId"].as_str().unwrap_or("").to_string(),
+                            r["outcome"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// The most requests in any window of `seconds` (requests sorted by time).
+pub fn max_in_window(requests: &[Logged], seconds: f64) -> usize {
+    let times: Vec<f64> = requests.iter().map(|r| r.0).collect();
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= seconds {
+            start += 1;
+        }
+        best = best.max(end + 1 - start);
+    }
+    best
+}
+
+/// Requests per second within [from, to) (epoch seconds).
+pub fn rate_between(requests: &[Logged], from: f64, to: f64) -> f64 {
+    requests.iter().filter(|r| r.0 >= from && r.0 < to).count() as f64 / (to - from)
+}
+
+/// Now, in epoch seconds.
+pub fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The id of the `index`-th image set of the scenario's generate block `block`.
+pub fn generated_id(block: usize, index: u32) -> String {
+    format!("{block:016x}{index:016x}")
 }

@@ -1,6 +1,7 @@
 //! Integration tests: the simulator and the exporter over real HTTP, through the real SDK.
 
 mod alerting;
+mod budget;
 mod deploy;
 mod exporter_metrics;
 mod exporter_process;
