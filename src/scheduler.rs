@@ -199,6 +199,7 @@ pub struct Scheduler<R> {
     aimd: Aimd,
     rng: R,
     unpolled: usize,
+    in_backoff: usize,
 }
 
 impl<R: Rng> Scheduler<R> {
@@ -224,6 +225,7 @@ impl<R: Rng> Scheduler<R> {
             aimd,
             rng,
             unpolled: n,
+            in_backoff: 0,
         }
     }
 
@@ -268,6 +270,7 @@ impl<R: Rng> Scheduler<R> {
             target.polled_once = true;
             self.unpolled -= 1;
         }
+        let was_backing_off = target.failures > 0;
         let s = &self.settings;
         let delay = match outcome {
             Outcome::Success(cadence) => {
@@ -297,12 +300,20 @@ impl<R: Rng> Scheduler<R> {
                     let since = *target.gone_since.get_or_insert(now);
                     if now.saturating_duration_since(since) >= s.gone_retention {
                         target.dropped = true;
+                        if was_backing_off {
+                            self.in_backoff -= 1;
+                        }
                         return true;
                     }
                 }
                 backoff(target.failures, s.in_progress_interval, s.max_backoff)
             }
         };
+        match (was_backing_off, target.failures > 0) {
+            (false, true) => self.in_backoff += 1,
+            (true, false) => self.in_backoff -= 1,
+            _ => {}
+        }
         self.bucket.set_rate(self.aimd.rate(), now);
         let urgent = target.cadence == Cadence::InProgress && target.failures == 0;
         let due = now + self.jittered(delay);
@@ -599,6 +610,36 @@ mod tests {
             "doubling, capped at 300 s"
         );
         assert_eq!(failing[7], 670, "back to the interval after a success");
+        assert_eq!(s.backoff_targets(), 0);
+    }
+
+    #[test]
+    fn backoff_count_follows_failures_successes_and_drops() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(
+            3,
+            Settings {
+                gone_retention: Duration::ZERO,
+                ..settings()
+            },
+            t0,
+            SmallRng::seed_from_u64(1),
+        );
+        s.complete(0, Outcome::Failed, t0);
+        s.complete(1, Outcome::Failed, t0);
+        s.complete(1, Outcome::Failed, t0);
+        s.complete(2, Outcome::Throttled, t0);
+        assert_eq!(
+            s.backoff_targets(),
+            2,
+            "throttling is no per-target backoff"
+        );
+        s.complete(0, Outcome::Success(Cadence::Settled), t0);
+        assert_eq!(s.backoff_targets(), 1);
+        assert!(
+            s.complete(1, Outcome::Gone, t0),
+            "dropped at once with zero retention"
+        );
         assert_eq!(s.backoff_targets(), 0);
     }
 
