@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::http::{self, WebState};
 use crate::httpd;
-use crate::metrics::{self, ExporterMetrics};
+use crate::metrics::{ExporterMetrics, Exposition};
 use crate::poller::{PollContext, Poller};
 use crate::source::{AwsSource, ClientOptions, ImageSetSource};
 use crate::store::Store;
@@ -54,8 +54,12 @@ impl App {
         let store = Arc::new(Store::new(&config.image_sets));
         let exporter_metrics = ExporterMetrics::new(config.polling.price_per_1000_calls)
             .context("creating self-metrics")?;
-        let registry =
-            metrics::registry(store.clone(), &exporter_metrics).context("registering metrics")?;
+        let exposition = Exposition::new(
+            store.clone(),
+            config.metrics.image_set_detail,
+            &exporter_metrics,
+        )
+        .context("registering metrics")?;
         let ready = Arc::new(AtomicBool::new(false));
         let ctx = PollContext {
             source,
@@ -70,7 +74,7 @@ impl App {
             local_addr,
             store,
             poller,
-            web: Arc::new(WebState { registry, ready }),
+            web: Arc::new(WebState { exposition, ready }),
             targets,
         })
     }

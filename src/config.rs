@@ -31,6 +31,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// What `/metrics` exposes.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The image sets to watch.
     #[serde(default)]
     pub image_sets: Vec<ImageSetTarget>,
@@ -278,6 +281,15 @@ impl PollingConfig {
         }
         Ok(())
     }
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Which image sets get per-image-set series: `all`, `unhealthy` or `none`.
+    #[serde(default)]
+    pub image_set_detail: crate::metrics::render::Detail,
 }
 
 /// Log line format.

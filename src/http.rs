@@ -7,15 +7,14 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use prometheus::Registry;
 
 use crate::httpd::response;
-use crate::metrics;
+use crate::metrics::{self, Exposition};
 
 /// What the handlers read.
 pub struct WebState {
-    /// The registry behind `/metrics`.
-    pub registry: Registry,
+    /// What `/metrics` serves.
+    pub exposition: Exposition,
     /// True once the first poll round completed.
     pub ready: Arc<AtomicBool>,
 }
@@ -43,7 +42,7 @@ pub async fn handle(state: Arc<WebState>, req: Request<Incoming>) -> Response<Fu
         return resp;
     }
     match req.uri().path() {
-        "/metrics" => match metrics::encode(&state.registry) {
+        "/metrics" => match state.exposition.encode() {
             Ok(body) => response(StatusCode::OK, metrics::CONTENT_TYPE, body),
             Err(error) => {
                 tracing::error!(%error, "encoding metrics failed");

@@ -1,74 +1,53 @@
-//! Metrics: the store rendered at scrape time by a custom collector, the exporter's
-//! self-metrics, and process metrics, all in one app-owned registry.
+//! Metrics: the store rendered as text at scrape time, followed by the exporter's
+//! self-metrics and process metrics from an app-owned prometheus registry.
 
 mod exporter;
 pub mod render;
 
 use std::sync::Arc;
 
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, Registry, TextEncoder};
 
 pub use exporter::ExporterMetrics;
 
 use crate::store::Store;
 
-/// A [`Collector`] that renders the store on every scrape.
-pub struct StoreCollector {
+/// Everything `/metrics` serves.
+pub struct Exposition {
     store: Arc<Store>,
-    descs: Vec<Desc>,
+    detail: render::Detail,
+    registry: Registry,
 }
 
-impl StoreCollector {
-    /// A collector over `store`.
-    pub fn new(store: Arc<Store>) -> Result<Self, prometheus::Error> {
-        let descs = render::FAMILIES
-            .iter()
-            .map(|(name, help, _, labels)| {
-                Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    labels.iter().map(|l| l.to_string()).collect(),
-                    Default::default(),
-                )
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(StoreCollector { store, descs })
+impl Exposition {
+    /// The store's families (per `detail`), self-metrics and, on Linux, process metrics.
+    pub fn new(
+        store: Arc<Store>,
+        detail: render::Detail,
+        exporter: &ExporterMetrics,
+    ) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        exporter.register(&registry)?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Exposition {
+            store,
+            detail,
+            registry,
+        })
+    }
+
+    /// Renders the text exposition. The store's read lock is held only while its part renders.
+    pub fn encode(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let mut text = String::new();
+        render::render(&self.store.read(), self.detail, &mut text);
+        let mut body = text.into_bytes();
+        TextEncoder::new().encode(&self.registry.gather(), &mut body)?;
+        Ok(body)
     }
 }
 
-impl Collector for StoreCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        render::render(&self.store.read())
-    }
-}
-
-/// Builds the registry behind `/metrics`.
-pub fn registry(
-    store: Arc<Store>,
-    exporter: &ExporterMetrics,
-) -> Result<Registry, prometheus::Error> {
-    let registry = Registry::new();
-    registry.register(Box::new(StoreCollector::new(store)?))?;
-    exporter.register(&registry)?;
-    #[cfg(target_os = "linux")]
-    registry.register(Box::new(
-        prometheus::process_collector::ProcessCollector::for_self(),
-    ))?;
-    Ok(registry)
-}
-
-/// Renders `registry` in the Prometheus text format.
-pub fn encode(registry: &Registry) -> Result<Vec<u8>, prometheus::Error> {
-    let mut buffer = Vec::with_capacity(64 * 1024);
-    TextEncoder::new().encode(&registry.gather(), &mut buffer)?;
-    Ok(buffer)
-}
-
-/// The content type of [`encode`]'s output.
+/// The content type of [`Exposition::encode`]'s output.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

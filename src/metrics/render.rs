@@ -1,205 +1,259 @@
-//! Renders the store into metric families at scrape time (pure: state in, families out).
+//! Renders the store as Prometheus text exposition at scrape time (pure: state in, text out).
+//!
+//! Written directly rather than through the prometheus crate's metric model: at 10k image
+//! sets that model allocated ~110k metric objects and sorted them on every scrape (118 ms
+//! measured, against 2.7 ms at 1k). Here one pass over the store, already in a stable
+//! order, fills one buffer per family.
 
 use std::collections::BTreeMap;
-
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use std::fmt::Write as _;
 
 use crate::ids::{DatastoreId, ImageSetKey};
+use crate::model::ImageSetState;
 use crate::store::{Entry, State, TransitionKey};
 use crate::transitions::ABSENT;
 
-/// Name, help and type of every family this module renders, for the collector's descs.
-pub const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
-    ("healthimaging_image_set_info", "Identity of a watched image set: constant 1 labelled with its version, ARN and primary flag.", MetricType::GAUGE, &["datastore_id", "image_set_id", "version_id", "image_set_arn", "is_primary"]),
-    ("healthimaging_image_set_workflow_status", "Current workflow status of the image set: 1 on the series of the status it is in.", MetricType::GAUGE, &["datastore_id", "image_set_id", "status"]),
-    ("healthimaging_image_set_state", "Current state of the image set: 1 on the series of the state it is in.", MetricType::GAUGE, &["datastore_id", "image_set_id", "state"]),
-    ("healthimaging_image_set_storage_tier", "Current storage tier of the image set: 1 on the series of the tier it is in.", MetricType::GAUGE, &["datastore_id", "image_set_id", "tier"]),
-    ("healthimaging_image_set_version", "Numeric version id of the image set's watched version.", MetricType::GAUGE, &["datastore_id", "image_set_id"]),
-    ("healthimaging_image_set_forced", "Whether the image set version was copied or updated with the force flag (overrides.forced): 1 yes, 0 no.", MetricType::GAUGE, &["datastore_id", "image_set_id"]),
-    ("healthimaging_image_set_status_changed_timestamp_seconds", "When the current workflow status was first observed by the exporter (the image set's updatedAt on first sight), in Unix seconds.", MetricType::GAUGE, &["datastore_id", "image_set_id"]),
-    ("healthimaging_image_set_created_timestamp_seconds", "When the image set was created according to the API, in Unix seconds.", MetricType::GAUGE, &["datastore_id", "image_set_id"]),
-    ("healthimaging_image_set_updated_timestamp_seconds", "When the image set's properties were last updated according to the API, in Unix seconds.", MetricType::GAUGE, &["datastore_id", "image_set_id"]),
-    ("healthimaging_image_set_deleted_timestamp_seconds", "When the image set was deleted according to the API, in Unix seconds.", MetricType::GAUGE, &["datastore_id", "image_set_id"]),
-    ("healthimaging_image_set_last_accessed_timestamp_seconds", "When the image set was last accessed according to the API, in Unix seconds.", MetricType::GAUGE, &["datastore_id", "image_set_id"]),
-    ("healthimaging_image_set_up", "Whether the last GetImageSet poll of the image set succeeded: 1 yes, 0 no.", MetricType::GAUGE, &["datastore_id", "image_set_id"]),
-    ("healthimaging_image_set_last_success_timestamp_seconds", "When a GetImageSet poll of the image set last succeeded, in Unix seconds.", MetricType::GAUGE, &["datastore_id", "image_set_id"]),
-    ("healthimaging_image_sets", "Number of watched image sets by datastore, workflow status, state and storage tier (unknown until first read).", MetricType::GAUGE, &["datastore_id", "workflow_status", "state", "storage_tier"]),
-    ("healthimaging_workflow_transitions_total", "Workflow status transitions observed by the exporter, by datastore and from/to status.", MetricType::COUNTER, &["datastore_id", "from", "to"]),
-    ("healthimaging_storage_tier_transitions_total", "Storage tier transitions observed by the exporter, by datastore and from/to tier.", MetricType::COUNTER, &["datastore_id", "from", "to"]),
-    ("healthimaging_targets", "Number of image sets the exporter watches.", MetricType::GAUGE, &[]),
+/// Name, help, type and labels of every family this module renders, in output order.
+pub const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
+    ("healthimaging_image_set_info", "Identity of a watched image set: constant 1 labelled with its version, ARN and primary flag.", "gauge", &["datastore_id", "image_set_id", "version_id", "image_set_arn", "is_primary"]),
+    ("healthimaging_image_set_workflow_status", "Current workflow status of the image set: 1 on the series of the status it is in.", "gauge", &["datastore_id", "image_set_id", "status"]),
+    ("healthimaging_image_set_state", "Current state of the image set: 1 on the series of the state it is in.", "gauge", &["datastore_id", "image_set_id", "state"]),
+    ("healthimaging_image_set_storage_tier", "Current storage tier of the image set: 1 on the series of the tier it is in.", "gauge", &["datastore_id", "image_set_id", "tier"]),
+    ("healthimaging_image_set_version", "Numeric version id of the image set's watched version.", "gauge", &["datastore_id", "image_set_id"]),
+    ("healthimaging_image_set_forced", "Whether the image set version was copied or updated with the force flag (overrides.forced): 1 yes, 0 no.", "gauge", &["datastore_id", "image_set_id"]),
+    ("healthimaging_image_set_status_changed_timestamp_seconds", "When the current workflow status was first observed by the exporter (the image set's updatedAt on first sight), in Unix seconds.", "gauge", &["datastore_id", "image_set_id"]),
+    ("healthimaging_image_set_created_timestamp_seconds", "When the image set was created according to the API, in Unix seconds.", "gauge", &["datastore_id", "image_set_id"]),
+    ("healthimaging_image_set_updated_timestamp_seconds", "When the image set's properties were last updated according to the API, in Unix seconds.", "gauge", &["datastore_id", "image_set_id"]),
+    ("healthimaging_image_set_deleted_timestamp_seconds", "When the image set was deleted according to the API, in Unix seconds.", "gauge", &["datastore_id", "image_set_id"]),
+    ("healthimaging_image_set_last_accessed_timestamp_seconds", "When the image set was last accessed according to the API, in Unix seconds.", "gauge", &["datastore_id", "image_set_id"]),
+    ("healthimaging_image_set_up", "Whether the last GetImageSet poll of the image set succeeded: 1 yes, 0 no.", "gauge", &["datastore_id", "image_set_id"]),
+    ("healthimaging_image_set_last_success_timestamp_seconds", "When a GetImageSet poll of the image set last succeeded, in Unix seconds.", "gauge", &["datastore_id", "image_set_id"]),
+    ("healthimaging_image_sets", "Number of watched image sets by datastore, workflow status, state and storage tier (unknown until first read).", "gauge", &["datastore_id", "workflow_status", "state", "storage_tier"]),
+    ("healthimaging_workflow_transitions_total", "Workflow status transitions observed by the exporter, by datastore and from/to status.", "counter", &["datastore_id", "from", "to"]),
+    ("healthimaging_storage_tier_transitions_total", "Storage tier transitions observed by the exporter, by datastore and from/to tier.", "counter", &["datastore_id", "from", "to"]),
+    ("healthimaging_targets", "Number of image sets the exporter watches.", "gauge", &[]),
 ];
 
-fn label(name: &str, value: &str) -> LabelPair {
-    let mut pair = LabelPair::default();
-    pair.set_name(name.to_string());
-    pair.set_value(value.to_string());
-    pair
+const F_INFO: usize = 0;
+const F_STATUS: usize = 1;
+const F_STATE: usize = 2;
+const F_TIER: usize = 3;
+const F_VERSION: usize = 4;
+const F_FORCED: usize = 5;
+const F_STATUS_CHANGED: usize = 6;
+const F_CREATED: usize = 7;
+const F_UPDATED: usize = 8;
+const F_DELETED: usize = 9;
+const F_LAST_ACCESSED: usize = 10;
+const F_UP: usize = 11;
+const F_LAST_SUCCESS: usize = 12;
+const F_IMAGE_SETS: usize = 13;
+const F_WORKFLOW_TRANSITIONS: usize = 14;
+const F_TIER_TRANSITIONS: usize = 15;
+const F_TARGETS: usize = 16;
+
+/// Appends `value` escaped for a label value (backslash, quote, newline).
+fn push_escaped(out: &mut String, value: &str) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.push_str(value);
+        return;
+    }
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '"' => out.push_str(r#"\""#),
+            '\n' => out.push_str(r"\n"),
+            c => out.push(c),
+        }
+    }
 }
 
-fn gauge(labels: Vec<LabelPair>, value: f64) -> Metric {
-    let mut g = Gauge::default();
-    g.set_value(value);
-    let mut m = Metric::default();
-    m.set_label(labels);
-    m.set_gauge(g);
-    m
+/// Appends a sample value: integers without a fraction, others in shortest form.
+fn push_value(out: &mut String, value: f64) {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        out.push_str(itoa::Buffer::new().format(value as i64));
+    } else if value.is_finite() {
+        out.push_str(ryu::Buffer::new().format_finite(value));
+    } else if value.is_nan() {
+        out.push_str("NaN");
+    } else if value > 0.0 {
+        out.push_str("+Inf");
+    } else {
+        out.push_str("-Inf");
+    }
 }
 
-fn counter(labels: Vec<LabelPair>, value: f64) -> Metric {
-    let mut c = Counter::default();
-    c.set_value(value);
-    let mut m = Metric::default();
-    m.set_label(labels);
-    m.set_counter(c);
-    m
+/// Writes one family: HELP and TYPE before its first sample, none if it has no samples.
+struct Family<'a> {
+    out: &'a mut String,
+    index: usize,
+    started: bool,
 }
 
-/// Collects metrics per family name, then emits the non-empty families in table order.
-struct Families {
-    metrics: Vec<Vec<Metric>>,
-}
-
-impl Families {
-    fn new() -> Self {
-        Families {
-            metrics: vec![Vec::new(); FAMILIES.len()],
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, index: usize) -> Self {
+        Family {
+            out,
+            index,
+            started: false,
         }
     }
 
-    fn push(&mut self, name: &str, metric: Metric) {
-        if let Some(i) = FAMILIES.iter().position(|f| f.0 == name) {
-            self.metrics[i].push(metric);
+    /// Appends `name{ids,extra...} value`, where `ids` are an image set's id labels.
+    fn sample(&mut self, ids: Option<&ImageSetKey>, extra: &[(&str, &str)], value: f64) {
+        let (name, help, kind, _) = FAMILIES[self.index];
+        let out = &mut *self.out;
+        if !self.started {
+            self.started = true;
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        }
+        out.push_str(name);
+        if ids.is_some() || !extra.is_empty() {
+            out.push('{');
+            if let Some(key) = ids {
+                out.push_str("datastore_id=\"");
+                out.push_str(key.datastore_id.as_str());
+                out.push_str("\",image_set_id=\"");
+                out.push_str(key.image_set_id.as_str());
+                out.push('"');
+            }
+            for (i, (k, v)) in extra.iter().enumerate() {
+                if i > 0 || ids.is_some() {
+                    out.push(',');
+                }
+                out.push_str(k);
+                out.push_str("=\"");
+                push_escaped(out, v);
+                out.push('"');
+            }
+            out.push('}');
+        }
+        out.push(' ');
+        push_value(out, value);
+        out.push('\n');
+    }
+}
+
+/// Which image sets get per-image-set series (aggregates are always rendered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Detail {
+    /// Every image set.
+    #[default]
+    All,
+    /// Only image sets needing attention: in progress, failed, not ACTIVE, or not up.
+    Unhealthy,
+    /// None: aggregates only.
+    None,
+}
+
+impl Detail {
+    /// Whether `entry` gets per-image-set series.
+    pub fn includes(self, entry: &Entry) -> bool {
+        match self {
+            Detail::All => true,
+            Detail::None => false,
+            Detail::Unhealthy => {
+                let Some(snap) = &entry.snapshot else {
+                    return true;
+                };
+                !entry.up
+                    || snap.state != ImageSetState::Active
+                    || snap
+                        .workflow_status
+                        .as_ref()
+                        .is_some_and(|s| s.is_in_progress() || s.is_failed())
+            }
         }
     }
-
-    fn finish(self) -> Vec<MetricFamily> {
-        FAMILIES
-            .iter()
-            .zip(self.metrics)
-            .filter(|(_, metrics)| !metrics.is_empty())
-            .map(|((name, help, kind, _), metrics)| {
-                let mut mf = MetricFamily::default();
-                mf.set_name(name.to_string());
-                mf.set_help(help.to_string());
-                mf.set_field_type(*kind);
-                mf.set_metric(metrics);
-                mf
-            })
-            .collect()
-    }
 }
 
-fn per_set(key: &ImageSetKey) -> Vec<LabelPair> {
-    vec![
-        label("datastore_id", key.datastore_id.as_str()),
-        label("image_set_id", key.image_set_id.as_str()),
-    ]
-}
-
-fn with(key: &ImageSetKey, name: &str, value: &str) -> Vec<LabelPair> {
-    let mut labels = per_set(key);
-    labels.push(label(name, value));
-    labels
-}
-
-fn render_entry(out: &mut Families, key: &ImageSetKey, entry: &Entry) {
-    out.push(
-        "healthimaging_image_set_up",
-        gauge(per_set(key), if entry.up { 1.0 } else { 0.0 }),
-    );
-    if let Some(t) = entry.last_success {
-        out.push(
-            "healthimaging_image_set_last_success_timestamp_seconds",
-            gauge(per_set(key), t),
-        );
+/// Writes `key`'s sample of per-image-set family `family`, if it has one.
+fn per_set_sample(w: &mut Family<'_>, family: usize, key: &ImageSetKey, entry: &Entry) {
+    let bool01 = |b: bool| if b { 1.0 } else { 0.0 };
+    match family {
+        F_UP => return w.sample(Some(key), &[], bool01(entry.up)),
+        F_LAST_SUCCESS => {
+            if let Some(t) = entry.last_success {
+                w.sample(Some(key), &[], t);
+            }
+            return;
+        }
+        _ => {}
     }
     let Some(snap) = &entry.snapshot else { return };
-    let version = snap.version_id.to_string();
-    let mut info = per_set(key);
-    info.push(label("version_id", &version));
-    info.push(label(
-        "image_set_arn",
-        snap.image_set_arn.as_deref().unwrap_or(""),
-    ));
-    info.push(label(
-        "is_primary",
-        snap.is_primary
-            .map_or("", |p| if p { "true" } else { "false" }),
-    ));
-    out.push("healthimaging_image_set_info", gauge(info, 1.0));
-    if let Some(status) = &snap.workflow_status {
-        out.push(
-            "healthimaging_image_set_workflow_status",
-            gauge(with(key, "status", status.as_str()), 1.0),
-        );
+    let time = match family {
+        F_INFO => {
+            let mut version = itoa::Buffer::new();
+            let primary = snap
+                .is_primary
+                .map_or("", |p| if p { "true" } else { "false" });
+            let arn = snap.image_set_arn.as_deref().unwrap_or("");
+            let labels = [
+                ("version_id", version.format(snap.version_id.get())),
+                ("image_set_arn", arn),
+                ("is_primary", primary),
+            ];
+            return w.sample(Some(key), &labels, 1.0);
+        }
+        F_STATUS => {
+            if let Some(status) = &snap.workflow_status {
+                w.sample(Some(key), &[("status", status.as_str())], 1.0);
+            }
+            return;
+        }
+        F_STATE => return w.sample(Some(key), &[("state", snap.state.as_str())], 1.0),
+        F_TIER => {
+            if let Some(tier) = &snap.storage_tier {
+                w.sample(Some(key), &[("tier", tier.as_str())], 1.0);
+            }
+            return;
+        }
+        F_VERSION => return w.sample(Some(key), &[], snap.version_id.get() as f64),
+        F_FORCED => return w.sample(Some(key), &[], bool01(snap.forced == Some(true))),
+        F_STATUS_CHANGED => entry.status_since,
+        F_CREATED => snap.created_at,
+        F_UPDATED => snap.updated_at,
+        F_DELETED => snap.deleted_at,
+        F_LAST_ACCESSED => snap.last_accessed_at,
+        _ => None,
+    };
+    if let Some(t) = time {
+        w.sample(Some(key), &[], t);
     }
-    out.push(
-        "healthimaging_image_set_state",
-        gauge(with(key, "state", snap.state.as_str()), 1.0),
-    );
-    if let Some(tier) = &snap.storage_tier {
-        out.push(
-            "healthimaging_image_set_storage_tier",
-            gauge(with(key, "tier", tier.as_str()), 1.0),
-        );
+}
+
+fn render_transitions(out: &mut String, family: usize, counts: &BTreeMap<TransitionKey, u64>) {
+    let mut w = Family::new(out, family);
+    for ((ds, from, to), n) in counts {
+        let labels = [
+            ("datastore_id", ds.as_str()),
+            ("from", from.as_str()),
+            ("to", to.as_str()),
+        ];
+        w.sample(None, &labels, *n as f64);
     }
-    out.push(
-        "healthimaging_image_set_version",
-        gauge(per_set(key), snap.version_id.get() as f64),
-    );
-    out.push(
-        "healthimaging_image_set_forced",
-        gauge(
-            per_set(key),
-            if snap.forced == Some(true) { 1.0 } else { 0.0 },
-        ),
-    );
-    let times = [
-        (
-            "healthimaging_image_set_status_changed_timestamp_seconds",
-            entry.status_since,
-        ),
-        (
-            "healthimaging_image_set_created_timestamp_seconds",
-            snap.created_at,
-        ),
-        (
-            "healthimaging_image_set_updated_timestamp_seconds",
-            snap.updated_at,
-        ),
-        (
-            "healthimaging_image_set_deleted_timestamp_seconds",
-            snap.deleted_at,
-        ),
-        (
-            "healthimaging_image_set_last_accessed_timestamp_seconds",
-            snap.last_accessed_at,
-        ),
-    ];
-    for (name, value) in times {
-        if let Some(t) = value {
-            out.push(name, gauge(per_set(key), t));
+}
+
+/// Rough bytes per per-image-set sample line, to size the buffer once.
+const LINE_ESTIMATE: usize = 150;
+
+/// Appends every store-derived family to `out`, with per-image-set series as `detail` says.
+pub fn render(state: &State, detail: Detail, out: &mut String) {
+    let shown: Vec<(&ImageSetKey, &Entry)> = state
+        .entries
+        .iter()
+        .filter(|(_, e)| detail.includes(e))
+        .collect();
+    out.reserve(shown.len() * (F_LAST_SUCCESS + 1) * LINE_ESTIMATE + 64 * 1024);
+    for family in F_INFO..=F_LAST_SUCCESS {
+        let mut w = Family::new(out, family);
+        for (key, entry) in &shown {
+            per_set_sample(&mut w, family, key, entry);
         }
     }
-}
-
-fn render_transitions(out: &mut Families, name: &str, counts: &BTreeMap<TransitionKey, u64>) {
-    for ((ds, from, to), n) in counts {
-        let labels = vec![
-            label("datastore_id", ds.as_str()),
-            label("from", from),
-            label("to", to),
-        ];
-        out.push(name, counter(labels, *n as f64));
-    }
-}
-
-/// Renders every store-derived family.
-pub fn render(state: &State) -> Vec<MetricFamily> {
-    let mut out = Families::new();
     let mut counts: BTreeMap<(DatastoreId, &str, &str, &str), u64> = BTreeMap::new();
     for (key, entry) in &state.entries {
-        render_entry(&mut out, key, entry);
         let snap = entry.snapshot.as_ref();
         let status = snap
             .and_then(|s| s.workflow_status.as_ref())
@@ -212,28 +266,159 @@ pub fn render(state: &State) -> Vec<MetricFamily> {
             .entry((key.datastore_id, status, st, tier))
             .or_default() += 1;
     }
+    let mut w = Family::new(out, F_IMAGE_SETS);
     for ((ds, status, st, tier), n) in counts {
-        let labels = vec![
-            label("datastore_id", ds.as_str()),
-            label("workflow_status", status),
-            label("state", st),
-            label("storage_tier", tier),
+        let labels = [
+            ("datastore_id", ds.as_str()),
+            ("workflow_status", status),
+            ("state", st),
+            ("storage_tier", tier),
         ];
-        out.push("healthimaging_image_sets", gauge(labels, n as f64));
+        w.sample(None, &labels, n as f64);
     }
-    render_transitions(
-        &mut out,
-        "healthimaging_workflow_transitions_total",
-        &state.workflow_transitions,
-    );
-    render_transitions(
-        &mut out,
-        "healthimaging_storage_tier_transitions_total",
-        &state.storage_tier_transitions,
-    );
-    out.push(
-        "healthimaging_targets",
-        gauge(Vec::new(), state.entries.len() as f64),
-    );
-    out.finish()
+    render_transitions(out, F_WORKFLOW_TRANSITIONS, &state.workflow_transitions);
+    render_transitions(out, F_TIER_TRANSITIONS, &state.storage_tier_transitions);
+    Family::new(out, F_TARGETS).sample(None, &[], state.entries.len() as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ImageSetTarget;
+    use crate::ids::{ImageSetId, VersionId};
+    use crate::model::{Snapshot, StorageTier, WorkflowStatus};
+    use crate::store::Store;
+
+    fn store_with(statuses: &[&str]) -> Store {
+        let ds = DatastoreId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        let targets: Vec<_> = (0..statuses.len())
+            .map(|i| ImageSetTarget {
+                datastore_id: ds,
+                image_set_id: ImageSetId::parse(&format!("{i:032x}")).unwrap(),
+                version_id: None,
+            })
+            .collect();
+        let store = Store::new(&targets);
+        for (t, status) in targets.iter().zip(statuses) {
+            let snap = Snapshot {
+                version_id: VersionId::new(1),
+                workflow_status: Some(WorkflowStatus::from_api(status)),
+                state: ImageSetState::Active,
+                storage_tier: Some(StorageTier::FrequentAccess),
+                image_set_arn: None,
+                is_primary: Some(true),
+                forced: None,
+                message: None,
+                created_at: Some(1.0),
+                updated_at: Some(2.0),
+                deleted_at: None,
+                last_accessed_at: None,
+            };
+            store.record_success(&t.key(), snap, 3.0);
+        }
+        store
+    }
+
+    fn series(text: &str, name: &str) -> usize {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .count()
+    }
+
+    fn text(state: &State, detail: Detail) -> String {
+        let mut out = String::new();
+        render(state, detail, &mut out);
+        out
+    }
+
+    #[test]
+    fn family_constants_match_the_table() {
+        for (i, name) in [
+            (F_INFO, "healthimaging_image_set_info"),
+            (F_STATUS, "healthimaging_image_set_workflow_status"),
+            (F_STATE, "healthimaging_image_set_state"),
+            (F_TIER, "healthimaging_image_set_storage_tier"),
+            (F_VERSION, "healthimaging_image_set_version"),
+            (F_FORCED, "healthimaging_image_set_forced"),
+            (
+                F_STATUS_CHANGED,
+                "healthimaging_image_set_status_changed_timestamp_seconds",
+            ),
+            (
+                F_CREATED,
+                "healthimaging_image_set_created_timestamp_seconds",
+            ),
+            (
+                F_UPDATED,
+                "healthimaging_image_set_updated_timestamp_seconds",
+            ),
+            (
+                F_DELETED,
+                "healthimaging_image_set_deleted_timestamp_seconds",
+            ),
+            (
+                F_LAST_ACCESSED,
+                "healthimaging_image_set_last_accessed_timestamp_seconds",
+            ),
+            (F_UP, "healthimaging_image_set_up"),
+            (
+                F_LAST_SUCCESS,
+                "healthimaging_image_set_last_success_timestamp_seconds",
+            ),
+            (F_IMAGE_SETS, "healthimaging_image_sets"),
+            (
+                F_WORKFLOW_TRANSITIONS,
+                "healthimaging_workflow_transitions_total",
+            ),
+            (
+                F_TIER_TRANSITIONS,
+                "healthimaging_storage_tier_transitions_total",
+            ),
+            (F_TARGETS, "healthimaging_targets"),
+        ] {
+            assert_eq!(FAMILIES[i].0, name);
+        }
+    }
+
+    #[test]
+    fn values_are_formatted_as_prometheus_expects() {
+        let text = |v: f64| {
+            let mut out = String::new();
+            push_value(&mut out, v);
+            out
+        };
+        assert_eq!(text(1.0), "1");
+        assert_eq!(text(0.0), "0");
+        assert_eq!(text(1_700_000_000.5), "1700000000.5");
+        assert_eq!(text(0.005), "0.005");
+        assert_eq!(text(f64::INFINITY), "+Inf");
+        assert_eq!(text(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        push_escaped(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, r#"a\\b\"c\nd"#);
+    }
+
+    #[test]
+    fn detail_levels_limit_per_image_set_series_but_never_aggregates() {
+        let store = store_with(&["IMPORTED", "IMPORTING", "IMPORT_FAILED", "COPIED"]);
+        let state = store.read();
+        let all = text(&state, Detail::All);
+        assert_eq!(series(&all, "healthimaging_image_set_workflow_status"), 4);
+        let unhealthy = text(&state, Detail::Unhealthy);
+        assert_eq!(
+            series(&unhealthy, "healthimaging_image_set_workflow_status"),
+            2
+        );
+        let none = text(&state, Detail::None);
+        assert_eq!(series(&none, "healthimaging_image_set_workflow_status"), 0);
+        assert_eq!(series(&none, "healthimaging_image_set_up"), 0);
+        for families in [&all, &unhealthy, &none] {
+            assert_eq!(series(families, "healthimaging_image_sets"), 4);
+            assert_eq!(series(families, "healthimaging_targets"), 1);
+        }
+    }
 }

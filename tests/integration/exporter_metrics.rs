@@ -509,3 +509,30 @@ async fn promtool_finds_nothing_in_live_metrics() {
         "promtool check metrics:\n{findings}"
     );
 }
+
+#[tokio::test]
+async fn image_set_detail_limits_per_image_set_series() {
+    let sim = TestSimulator::start(&two_sets("IMPORTED", "")).await;
+    for (detail, per_set) in [("none", 0usize), ("unhealthy", 1), ("all", 2)] {
+        let mut config = test_config(&sim, &[(DS, IS1), (DS, IS2)]);
+        config.metrics.image_set_detail = serde_json::from_value(json!(detail)).unwrap();
+        let app = TestApp::spawn(config).await;
+        app.wait_ready().await;
+        let text = app.metrics().await;
+        let up_series = samples(&text)
+            .iter()
+            .filter(|s| s.0 == "healthimaging_image_set_up")
+            .count();
+        assert_eq!(up_series, per_set, "image_set_detail = {detail}");
+        let aggregated: f64 = samples(&text)
+            .iter()
+            .filter(|s| s.0 == "healthimaging_image_sets")
+            .map(|s| s.2)
+            .sum();
+        assert_eq!(
+            aggregated, 2.0,
+            "aggregates always count every image set ({detail})"
+        );
+        app.stop().await;
+    }
+}
