@@ -1,15 +1,12 @@
 //! The exporter binary as operators run it: JSON logs, signals, exit codes, bad configs.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    command, eventually, sample, scenario, ExporterProcess, TestSimulator, DS, IS1, IS2,
+    command, eventually, expectation_table, sample, scenario, ExporterProcess, TestSimulator, DS,
+    IS1, IS2,
 };
 
 fn transition<'a>(event: &'a str, to: &'a str) -> impl Fn(&Value) -> bool + 'a {
@@ -264,20 +261,8 @@ fn bind_failure_is_a_clear_error_with_exit_code_1() {
 
 #[test]
 fn every_bad_config_file_is_rejected_with_the_field_named() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bad-configs");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10, "the table has {} files", files.len());
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let expect = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# expect: "))
-            .unwrap_or_else(|| panic!("{} lacks a `# expect:` first line", file.display()));
+    for (file, expect) in expectation_table("bad-configs") {
+        let expect = expect.as_str();
         for subcommand in ["check-config", "run"] {
             let out = command()
                 .args([subcommand, "--config"])
@@ -358,27 +343,9 @@ fn version_and_help_work() {
 
 #[tokio::test]
 async fn demo_shows_a_failed_import_within_the_first_minute() {
-    let mut child = command()
-        .args(["demo", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                sink.lock().unwrap().push(value);
-            }
-        }
-    });
-    let exporter = ExporterProcess {
-        child: Mutex::new(child),
-        logs,
-        _dir: tempfile::tempdir().unwrap(),
-    };
+    let mut cmd = command();
+    cmd.args(["demo", "--listen", "127.0.0.1:0"]);
+    let exporter = ExporterProcess::spawn(cmd, tempfile::tempdir().unwrap());
     let started = Instant::now();
     let failed = eventually(
         "the demo's failed import",

@@ -186,6 +186,38 @@ pub fn tool_available(program: &str, install_hint: &str) -> bool {
     ok
 }
 
+/// The files of a bad-input table under `tests/data/{dir}`, each with the text its first
+/// line (`# expect: TEXT`) says the error must contain, in name order.
+pub fn expectation_table(dir: &str) -> Vec<(std::path::PathBuf, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 10,
+        "the table {} has {} files",
+        dir.display(),
+        files.len()
+    );
+    files
+        .into_iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let expect = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# expect: "))
+                .unwrap_or_else(|| panic!("{} lacks a `# expect:` first line", file.display()))
+                .to_string();
+            (file, expect)
+        })
+        .collect()
+}
+
 /// A scenario with one datastore and the given image set blocks.
 pub fn scenario(image_sets: &str) -> String {
     format!("seed = 1\n[[datastores]]\nid = \"{DS}\"\nname = \"test\"\n\n{image_sets}")
@@ -419,9 +451,14 @@ impl ExporterProcess {
         }
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = command()
-            .args(["run", "--config"])
-            .arg(&path)
+        let mut cmd = command();
+        cmd.args(["run", "--config"]).arg(&path);
+        Self::spawn(cmd, dir)
+    }
+
+    /// Spawns `cmd` (stdout captured as JSON log lines, stderr inherited); `dir` is kept alive.
+    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> ExporterProcess {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

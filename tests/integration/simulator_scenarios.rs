@@ -7,24 +7,12 @@ use std::time::Duration;
 
 use healthimaging_exporter::simulator::Scenario;
 
-use crate::helpers::{eventually, scenario, TestSimulator, DS, IS1};
+use crate::helpers::{eventually, expectation_table, scenario, TestSimulator, DS, IS1};
 
 #[test]
 fn every_bad_scenario_file_is_rejected_with_the_field_named() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/bad-scenarios");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10, "the table has {} files", files.len());
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let expect = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# expect: "))
-            .unwrap_or_else(|| panic!("{} lacks a `# expect:` first line", file.display()));
+    for (file, expect) in expectation_table("bad-scenarios") {
+        let expect = expect.as_str();
         let err = Scenario::from_file(&file)
             .err()
             .unwrap_or_else(|| panic!("{} was accepted", file.display()))
