@@ -14,8 +14,12 @@ use crate::source::ClientOptions;
 /// The bundled scenario (also at `config/simulator/demo.toml`).
 pub const SCENARIO: &str = include_str!("../config/simulator/demo.toml");
 
-/// Poll interval in the demo, short so transitions show within seconds.
+/// Poll interval of settled image sets in the demo, short so transitions show within seconds.
 pub const POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// Poll interval of image sets with a running workflow in the demo.
+pub const IN_PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+/// Request budget in the demo: the simulator is local, not an AWS account's quota.
+pub const DEMO_REQUESTS_PER_SECOND: f64 = 50.0;
 
 /// Adapts `base` to poll the demo simulator at `endpoint` for the scenario's image sets.
 pub fn configure(
@@ -31,6 +35,10 @@ pub fn configure(
     config.aws.endpoint_url = Some(endpoint.to_string());
     config.aws.region = Some(scenario.region.clone());
     config.polling.interval = POLL_INTERVAL;
+    config.polling.failed_interval = POLL_INTERVAL;
+    config.polling.in_progress_interval = IN_PROGRESS_INTERVAL;
+    config.polling.max_requests_per_second = DEMO_REQUESTS_PER_SECOND;
+    config.polling.burst = 50;
     config.image_sets = scenario
         .image_sets
         .iter()
@@ -42,6 +50,9 @@ pub fn configure(
             })
         })
         .collect::<Result<_, crate::ids::InvalidId>>()?;
+    config.validate().map_err(|(field, value, message)| {
+        anyhow::anyhow!("demo config: {field} = {value}: {message}")
+    })?;
     Ok(config)
 }
 
@@ -77,4 +88,23 @@ pub async fn run(
     app.run_until_stopped(shutdown).await;
     simulator.stop().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_config_is_valid_and_polls_running_workflows_fastest() {
+        let scenario = Scenario::parse(SCENARIO, "").unwrap();
+        let config = configure(Config::default(), &scenario, "http://127.0.0.1:1", None).unwrap();
+        assert_eq!(config.image_sets.len(), scenario.image_sets.len());
+        assert!(config.polling.in_progress_interval < config.polling.interval);
+        let demand = config.image_sets.len() as f64 / config.polling.interval.as_secs_f64()
+            + config.image_sets.len() as f64 / config.polling.in_progress_interval.as_secs_f64();
+        assert!(
+            demand <= config.polling.max_requests_per_second,
+            "the budget covers even all sets in progress"
+        );
+    }
 }
