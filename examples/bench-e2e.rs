@@ -200,19 +200,24 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-async fn one_run(bin: &Path, n: u32, baseline_rss: f64) -> Result<Figures> {
-    let scenario = Scenario::parse(
-        &format!(
-            "[[generate]]\ndatastore_id = \"{DS}\"\ncount = {n}\n\
-             [[generate]]\ndatastore_id = \"{DS}\"\ncount = {IN_PROGRESS}\nworkflow_status = \"IMPORTING\"\n"
-        ),
-        " (bench)",
-    )?;
-    let sim = RunningSimulator::start(
+/// The simulator on a loopback port with `count` settled and `importing` importing image sets.
+async fn start_simulator(count: u32, importing: u32) -> Result<RunningSimulator> {
+    let mut text = format!("[[generate]]\ndatastore_id = \"{DS}\"\ncount = {count}\n");
+    if importing > 0 {
+        text.push_str(&format!(
+            "[[generate]]\ndatastore_id = \"{DS}\"\ncount = {importing}\nworkflow_status = \"IMPORTING\"\n"
+        ));
+    }
+    let scenario = Scenario::parse(&text, " (bench)")?;
+    Ok(RunningSimulator::start(
         &scenario,
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         Some(1),
-    )?;
+    )?)
+}
+
+async fn one_run(bin: &Path, n: u32, baseline_rss: f64) -> Result<Figures> {
+    let sim = start_simulator(n, IN_PROGRESS).await?;
     let endpoint = sim.endpoint_url();
     let importing: Vec<String> = (0..IN_PROGRESS)
         .map(|i| format!("{:016x}{i:016x}", 1))
@@ -288,15 +293,7 @@ async fn one_run(bin: &Path, n: u32, baseline_rss: f64) -> Result<Figures> {
 }
 
 async fn baseline(bin: &Path) -> Result<f64> {
-    let scenario = Scenario::parse(
-        &format!("[[generate]]\ndatastore_id = \"{DS}\"\ncount = 1\n"),
-        " (bench)",
-    )?;
-    let sim = RunningSimulator::start(
-        &scenario,
-        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
-        Some(1),
-    )?;
+    let sim = start_simulator(1, 0).await?;
     let (exporter, _) = start_exporter(bin, &sim.endpoint_url(), &[format!("{:032x}", 0)])?;
     let http = reqwest::Client::new();
     wait_for(

@@ -26,7 +26,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(4);
 pub struct App {
     listener: TcpListener,
     local_addr: SocketAddr,
-    store: Arc<Store>,
     poller: Poller,
     web: Arc<WebState>,
     targets: usize,
@@ -72,7 +71,6 @@ impl App {
         Ok(App {
             listener,
             local_addr,
-            store,
             poller,
             web: Arc::new(WebState { exposition, ready }),
             targets,
@@ -82,11 +80,6 @@ impl App {
     /// The address `/metrics` is served on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    /// The state store.
-    pub fn store(&self) -> Arc<Store> {
-        self.store.clone()
     }
 
     /// Serves and polls until `shutdown` fires, then stops within [`STOP_TIMEOUT`].

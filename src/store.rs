@@ -188,16 +188,6 @@ impl Store {
     pub fn forget(&self, key: &ImageSetKey) {
         self.write().entries.remove(key);
     }
-
-    /// The number of tracked image sets.
-    pub fn len(&self) -> usize {
-        self.read().entries.len()
-    }
-
-    /// True when no image set is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

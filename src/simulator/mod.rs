@@ -460,19 +460,9 @@ impl RunningSimulator {
         format!("http://{}", self.addr)
     }
 
-    /// A token that stops the server when cancelled.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
     /// Stops accepting, drains open connections and waits for the server to end.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let _ = self.task.await;
-    }
-
-    /// Waits until the server ends (after the shutdown token is cancelled).
-    pub async fn wait(self) {
         let _ = self.task.await;
     }
 }
