@@ -13,8 +13,9 @@ use aws_sdk_medicalimaging::types::{
 use aws_smithy_types::DateTime;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use healthimaging_exporter::config::ImageSetTarget;
+use healthimaging_exporter::config::{MetricsConfig, ShardingConfig};
 use healthimaging_exporter::ids::{DatastoreId, ImageSetId, ImageSetKey, VersionId};
-use healthimaging_exporter::metrics::render::{render, Detail};
+use healthimaging_exporter::metrics::render::{render, Detail, View};
 use healthimaging_exporter::metrics::{ExporterMetrics, Exposition};
 use healthimaging_exporter::model::{ImageSetState, Snapshot, StorageTier, WorkflowStatus};
 use healthimaging_exporter::source::snapshot_from;
@@ -129,13 +130,24 @@ fn rendering(c: &mut Criterion) {
                 |b, _| {
                     b.iter(|| {
                         let mut out = String::new();
-                        render(black_box(&store.read()), detail, &mut out);
+                        render(
+                            black_box(&store.read()),
+                            &View::with_detail(detail),
+                            &mut out,
+                        );
                         out
                     })
                 },
             );
             let metrics = ExporterMetrics::new(0.005).unwrap();
-            let exposition = Exposition::new(store.clone(), detail, &metrics).unwrap();
+            let config = MetricsConfig {
+                image_set_detail: Some(detail),
+                max_detailed_image_sets: usize::MAX,
+                ..MetricsConfig::default()
+            };
+            let exposition =
+                Exposition::new(store.clone(), &config, ShardingConfig::default(), &metrics)
+                    .unwrap();
             group.bench_with_input(
                 BenchmarkId::new(format!("/metrics body/{name}"), n),
                 &n,

@@ -50,15 +50,28 @@ impl App {
         source: Arc<dyn ImageSetSource>,
     ) -> anyhow::Result<App> {
         let local_addr = listener.local_addr().context("reading the bound address")?;
-        let store = Arc::new(Store::new(&config.image_sets));
+        let sharding = config.sharding;
+        let total = config.image_sets.len();
+        let targets: Vec<_> = config
+            .image_sets
+            .into_iter()
+            .filter(|t| sharding.owns(&t.image_set_id))
+            .collect();
+        if sharding.total_shards > 1 {
+            tracing::info!(
+                shard = sharding.shard,
+                total_shards = sharding.total_shards,
+                configured = total,
+                owned = targets.len(),
+                "sharding: watching the image sets that hash to this shard"
+            );
+        }
+        let store = Arc::new(Store::new(&targets));
         let exporter_metrics = ExporterMetrics::new(config.polling.price_per_1000_calls)
             .context("creating self-metrics")?;
-        let exposition = Exposition::new(
-            store.clone(),
-            config.metrics.image_set_detail,
-            &exporter_metrics,
-        )
-        .context("registering metrics")?;
+        let exposition =
+            Exposition::new(store.clone(), &config.metrics, sharding, &exporter_metrics)
+                .context("registering metrics")?;
         let ready = Arc::new(AtomicBool::new(false));
         let ctx = PollContext {
             source,
@@ -66,14 +79,20 @@ impl App {
             metrics: exporter_metrics,
             call_timeout: config.polling.request_timeout + Duration::from_secs(1),
         };
-        let targets = config.image_sets.len();
-        let poller = Poller::new(ctx, config.image_sets, &config.polling, ready.clone());
+        let poller = Poller::new(
+            ctx,
+            targets,
+            config.discovery,
+            &config.polling,
+            sharding,
+            ready.clone(),
+        );
         Ok(App {
             listener,
             local_addr,
             poller,
             web: Arc::new(WebState { exposition, ready }),
-            targets,
+            targets: total,
         })
     }
 

@@ -34,9 +34,15 @@ pub struct Config {
     /// What `/metrics` exposes.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Splitting the image sets between several exporter instances.
+    #[serde(default)]
+    pub sharding: ShardingConfig,
     /// The image sets to watch.
     #[serde(default)]
     pub image_sets: Vec<ImageSetTarget>,
+    /// Datastores whose image sets are discovered and watched.
+    #[serde(default)]
+    pub discovery: Vec<DiscoveryRule>,
 }
 
 /// `[server]`.
@@ -284,12 +290,232 @@ impl PollingConfig {
 }
 
 /// `[metrics]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Which image sets get per-image-set series: `all`, `unhealthy` or `none`.
+    /// Which image sets get per-image-set series: `all`, `unhealthy` or `none`. When
+    /// absent: `all` for `[[image_sets]]` entries, `unhealthy` for discovered ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_set_detail: Option<crate::metrics::render::Detail>,
+    /// Most image sets rendered with per-image-set series; the rest are counted in
+    /// `healthimaging_image_set_detail_omitted` (aggregates always cover every set).
+    #[serde(default = "default_max_detailed")]
+    pub max_detailed_image_sets: usize,
+    /// Only metric families whose name matches one of these regexes (all when empty).
     #[serde(default)]
-    pub image_set_detail: crate::metrics::render::Detail,
+    pub include: Vec<Pattern>,
+    /// Metric families whose name matches one of these regexes are left out.
+    #[serde(default)]
+    pub exclude: Vec<Pattern>,
+}
+
+fn default_max_detailed() -> usize {
+    // ~13 series per image set: 5,000 sets stay below 70k series per exporter.
+    5_000
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            image_set_detail: None,
+            max_detailed_image_sets: default_max_detailed(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// Whether the metric family `name` is exposed under `include`/`exclude`.
+    pub fn family_enabled(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| p.matches(name)))
+            && !self.exclude.iter().any(|p| p.matches(name))
+    }
+}
+
+/// A regular expression from the config, matched against a whole value (anchored, as in
+/// Prometheus relabelling).
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    text: String,
+    regex: regex::Regex,
+}
+
+impl Pattern {
+    /// Compiles `text` as an anchored regex.
+    pub fn new(text: &str) -> Result<Self, regex::Error> {
+        let regex = regex::Regex::new(&format!("^(?:{text})$"))?;
+        Ok(Pattern {
+            text: text.to_string(),
+            regex,
+        })
+    }
+
+    /// Whether the whole of `value` matches.
+    pub fn matches(&self, value: &str) -> bool {
+        self.regex.is_match(value)
+    }
+
+    /// The pattern as configured.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Serialize for Pattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Pattern::new(&text).map_err(|e| {
+            let why = e.to_string();
+            let last = why.lines().last().unwrap_or("invalid").trim().to_string();
+            serde::de::Error::custom(format!("`{text}` is not a valid regex: {last}"))
+        })
+    }
+}
+
+/// `[sharding]`: this instance watches the image sets whose id hashes to `shard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardingConfig {
+    /// This instance's shard, 0-based (e.g. a StatefulSet pod ordinal).
+    #[serde(default)]
+    pub shard: u32,
+    /// How many instances share the image sets.
+    #[serde(default = "default_total_shards")]
+    pub total_shards: u32,
+}
+
+fn default_total_shards() -> u32 {
+    1
+}
+
+impl Default for ShardingConfig {
+    fn default() -> Self {
+        ShardingConfig {
+            shard: 0,
+            total_shards: default_total_shards(),
+        }
+    }
+}
+
+/// One `[[discovery]]` entry: a datastore (or all of them) whose image sets are watched.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryRule {
+    /// One datastore to watch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datastore_id: Option<DatastoreId>,
+    /// Watch every datastore ListDatastores returns (filtered by include/exclude).
+    #[serde(default)]
+    pub all_datastores: bool,
+    /// With `all_datastores`: only datastores whose id or name matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include: Option<Pattern>,
+    /// With `all_datastores`: skip datastores whose id or name matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Pattern>,
+    /// Only primary (`true`) or only non-primary (`false`) image sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_primary: Option<bool>,
+    /// How often the datastore list and statuses are refreshed.
+    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// How often SearchImageSets looks for image sets updated since the last search.
+    #[serde(default = "default_search_interval", with = "humantime_serde")]
+    pub search_interval: Duration,
+    /// How far each search window reaches back before the previous one ended, so clock
+    /// skew and late index updates do not hide a change.
+    #[serde(default = "default_search_overlap", with = "humantime_serde")]
+    pub search_overlap: Duration,
+    /// How often every image set is listed again, to catch what the windows missed.
+    #[serde(default = "default_reconcile_interval", with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+}
+
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_search_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_search_overlap() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_reconcile_interval() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+
+impl DiscoveryRule {
+    fn validate(&self, n: usize) -> Result<(), (String, String, String)> {
+        let bad = |field: &str, value: String, message: &str| {
+            Err((
+                format!("discovery[{n}].{field}"),
+                value,
+                message.to_string(),
+            ))
+        };
+        match (&self.datastore_id, self.all_datastores) {
+            (Some(id), true) => {
+                return bad(
+                    "datastore_id",
+                    format!("\"{id}\""),
+                    "conflicts with all_datastores = true: set one of them",
+                )
+            }
+            (None, false) => {
+                return bad(
+                    "datastore_id",
+                    "(absent)".into(),
+                    "set datastore_id = \"...\" or all_datastores = true",
+                )
+            }
+            _ => {}
+        }
+        if !self.all_datastores {
+            for (field, p) in [("include", &self.include), ("exclude", &self.exclude)] {
+                if let Some(p) = p {
+                    return bad(
+                        field,
+                        format!("{:?}", p.as_str()),
+                        "only applies with all_datastores = true",
+                    );
+                }
+            }
+        }
+        let show = |d: Duration| format!("{:?}", humantime::format_duration(d).to_string());
+        for (field, d) in [
+            ("refresh_interval", self.refresh_interval),
+            ("search_interval", self.search_interval),
+            ("reconcile_interval", self.reconcile_interval),
+        ] {
+            if d.is_zero() {
+                return bad(field, show(d), "must be greater than zero");
+            }
+        }
+        if self.reconcile_interval < self.search_interval {
+            return bad(
+                "reconcile_interval",
+                show(self.reconcile_interval),
+                &format!(
+                    "must not be shorter than search_interval ({})",
+                    humantime::format_duration(self.search_interval)
+                ),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Log line format.
@@ -452,6 +678,54 @@ impl Config {
                 format!("{:?}", self.log.level),
                 &format!("is not a level or filter: {e}"),
             );
+        }
+        let sharding = self.sharding;
+        if sharding.total_shards == 0 || sharding.total_shards > 1024 {
+            return bad(
+                "sharding.total_shards",
+                sharding.total_shards.to_string(),
+                "must be between 1 and 1024",
+            );
+        }
+        if sharding.shard >= sharding.total_shards {
+            return bad(
+                "sharding.shard",
+                sharding.shard.to_string(),
+                &format!(
+                    "must be below sharding.total_shards ({})",
+                    sharding.total_shards
+                ),
+            );
+        }
+        if self.metrics.max_detailed_image_sets > 1_000_000 {
+            return bad(
+                "metrics.max_detailed_image_sets",
+                self.metrics.max_detailed_image_sets.to_string(),
+                "must be at most 1000000",
+            );
+        }
+        let mut datastores = HashSet::new();
+        let mut all_at = None;
+        for (n, rule) in self.discovery.iter().enumerate() {
+            rule.validate(n)?;
+            if let Some(id) = rule.datastore_id {
+                if !datastores.insert(id) {
+                    return bad(
+                        &format!("discovery[{n}].datastore_id"),
+                        format!("\"{id}\""),
+                        "duplicate of an earlier [[discovery]] entry",
+                    );
+                }
+            }
+            if rule.all_datastores {
+                if let Some(first) = all_at.replace(n) {
+                    return bad(
+                        &format!("discovery[{n}].all_datastores"),
+                        "true".into(),
+                        &format!("discovery[{first}] already has all_datastores = true; combine include/exclude there"),
+                    );
+                }
+            }
         }
         let mut seen = HashSet::new();
         for (n, target) in self.image_sets.iter().enumerate() {

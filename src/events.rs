@@ -1,18 +1,21 @@
 //! The log contract: one structured event per transition, and poll errors logged once per
 //! change of error kind. Field names here are what users' log pipelines match on.
 
-use crate::ids::{ImageSetKey, VersionId};
+use crate::ids::{DatastoreId, ImageSetKey, VersionId};
 use crate::source::{ErrorKind, SourceError};
 use crate::transitions::Transition;
 
 /// Logs one transition: WARN into a `*_FAILED` status, INFO otherwise. `message` is the
-/// API's own explanation and is only present when the API sent one.
+/// API's own explanation and is only present when the API sent one; `backfilled: true`
+/// marks transitions recovered from ListImageSetVersions for versions no poll saw.
 pub fn transition(
     key: &ImageSetKey,
     version: VersionId,
     t: &Transition,
     api_message: Option<&str>,
+    backfilled: bool,
 ) {
+    let backfilled = backfilled.then_some(true);
     macro_rules! emit {
         ($level:expr) => {
             match api_message {
@@ -25,6 +28,7 @@ pub fn transition(
                     from = %t.from,
                     to = %t.to,
                     message = %message,
+                    backfilled,
                 ),
                 None => tracing::event!(
                     $level,
@@ -34,6 +38,7 @@ pub fn transition(
                     version_id = %version,
                     from = %t.from,
                     to = %t.to,
+                    backfilled,
                 ),
             }
         };
@@ -93,4 +98,48 @@ pub fn throttling(effective_rate: f64, max_rate: f64, throttled_calls: u64) {
 /// Logs that the request rate is back at the configured budget after throttling.
 pub fn throttling_over(effective_rate: f64) {
     tracing::info!(effective_rate, "api request rate recovered");
+}
+
+/// Logs a discovery request that failed for a new reason (once per change of kind).
+pub fn discovery_failed(datastore: Option<DatastoreId>, operation: &str, error: &SourceError) {
+    match datastore {
+        Some(ds) => tracing::warn!(
+            datastore_id = %ds,
+            operation,
+            error_kind = error.kind.as_str(),
+            outcome = error.outcome(),
+            error = %error,
+            "discovery request failed",
+        ),
+        None => tracing::warn!(
+            operation,
+            error_kind = error.kind.as_str(),
+            outcome = error.outcome(),
+            error = %error,
+            "discovery request failed",
+        ),
+    }
+}
+
+/// Logs that a discovery request works again.
+pub fn discovery_recovered(datastore: Option<DatastoreId>, operation: &str) {
+    match datastore {
+        Some(ds) => tracing::info!(datastore_id = %ds, operation, "discovery request recovered"),
+        None => tracing::info!(operation, "discovery request recovered"),
+    }
+}
+
+/// Logs that ListImageSetVersions failed, so skipped versions' transitions are not
+/// backfilled (the jump itself is still reported).
+pub fn backfill_failed(key: &ImageSetKey, from: VersionId, to: VersionId, error: &SourceError) {
+    tracing::warn!(
+        datastore_id = %key.datastore_id,
+        image_set_id = %key.image_set_id,
+        from_version = %from,
+        to_version = %to,
+        error_kind = error.kind.as_str(),
+        outcome = error.outcome(),
+        error = %error,
+        "backfill of skipped versions failed",
+    );
 }

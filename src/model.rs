@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::VersionId;
+use crate::ids::{DatastoreId, ImageSetId, VersionId};
 
 macro_rules! api_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -148,6 +148,92 @@ pub struct Snapshot {
     pub deleted_at: Option<EpochSeconds>,
     /// When it was last accessed.
     pub last_accessed_at: Option<EpochSeconds>,
+}
+
+/// One image set as SearchImageSets lists it: no workflow status, no state, and the
+/// DICOM tags the API returns are deliberately not carried (they are patient data).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSetSummary {
+    /// The image set.
+    pub image_set_id: ImageSetId,
+    /// Its latest version.
+    pub version: Option<VersionId>,
+    /// When it was created.
+    pub created_at: Option<EpochSeconds>,
+    /// When any of its properties last changed.
+    pub updated_at: Option<EpochSeconds>,
+    /// Its storage tier.
+    pub storage_tier: Option<StorageTier>,
+    /// Whether it is the primary image set.
+    pub is_primary: Option<bool>,
+}
+
+/// One version of an image set as ListImageSetVersions returns it (no storage tier).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionRecord {
+    /// The version.
+    pub version_id: VersionId,
+    /// Its workflow status.
+    pub workflow_status: Option<WorkflowStatus>,
+    /// Its state.
+    pub state: ImageSetState,
+    /// Whether it was the primary image set.
+    pub is_primary: Option<bool>,
+    /// `overrides.forced`.
+    pub forced: Option<bool>,
+    /// The API's explanation (logs only).
+    pub message: Option<String>,
+    /// When it was last updated.
+    pub updated_at: Option<EpochSeconds>,
+    /// When it was deleted.
+    pub deleted_at: Option<EpochSeconds>,
+}
+
+impl VersionRecord {
+    /// `base` with this version's properties laid over it (what the image set looked like
+    /// at this version, as far as the record tells).
+    pub fn apply_to(&self, base: &Snapshot) -> Snapshot {
+        Snapshot {
+            version_id: self.version_id,
+            workflow_status: self.workflow_status.clone(),
+            state: self.state.clone(),
+            is_primary: self.is_primary.or(base.is_primary),
+            forced: self.forced,
+            message: self.message.clone(),
+            updated_at: self.updated_at.or(base.updated_at),
+            deleted_at: self.deleted_at,
+            ..base.clone()
+        }
+    }
+}
+
+/// A datastore as ListDatastores or GetDatastore describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatastoreSummary {
+    /// Its id.
+    pub id: DatastoreId,
+    /// Its name (an operator-chosen identifier, not patient data).
+    pub name: String,
+    /// CREATING, CREATE_FAILED, ACTIVE, DELETING or DELETED.
+    pub status: String,
+}
+
+/// One page of a paginated listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Token for the next page; `None` on the last one.
+    pub next_token: Option<String>,
+}
+
+/// What a SearchImageSets call asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchQuery {
+    /// Only image sets updated in this inclusive window (epoch seconds).
+    pub updated_between: Option<(EpochSeconds, EpochSeconds)>,
+    /// Only primary or only non-primary image sets.
+    pub is_primary: Option<bool>,
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! The poller: runs the [`Scheduler`]'s decisions. It starts polls when the scheduler says
-//! so (within the concurrency limit), records each result in the store, metrics and logs,
-//! and feeds the outcome back. A target is never polled twice at once.
+//! The poller: runs the [`Scheduler`]'s decisions. It starts polls and discovery requests
+//! when the scheduler grants a token (within the concurrency limit), records each result in
+//! the store, metrics and logs, and feeds the outcome back. A target is never polled twice
+//! at once; discovered image sets are added as searches list them and woken when a search
+//! shows them changed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,12 +15,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ImageSetTarget, PollingConfig};
+use crate::config::{DiscoveryRule, ImageSetTarget, PollingConfig, ShardingConfig};
+use crate::discovery::{Discovery, Effect, Request, Response};
 use crate::events;
+use crate::ids::{DatastoreId, ImageSetKey};
 use crate::metrics::ExporterMetrics;
-use crate::scheduler::{Cadence, Next, Outcome, Scheduler, Settings};
+use crate::model::{ImageSetSummary, Snapshot, VersionRecord};
+use crate::scheduler::{Cadence, Next, Outcome, Priority, Scheduler, Settings, Watch};
 use crate::source::{ErrorKind, ImageSetSource, SourceError};
-use crate::store::Store;
+use crate::store::{Store, Sweep};
 
 /// Everything one poll needs, shared by all poll tasks.
 pub struct PollContext {
@@ -41,59 +46,161 @@ fn now_epoch() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Reads one target and records the result (store, metrics, logs); returns what the
-/// scheduler needs to know.
-pub async fn poll_one(ctx: &PollContext, target: &ImageSetTarget) -> Outcome {
-    let key = target.key();
+/// Runs one API call under the outer deadline and counts it in the self-metrics.
+async fn timed<T>(
+    ctx: &PollContext,
+    operation: &'static str,
+    call: impl std::future::Future<Output = Result<T, SourceError>>,
+) -> Result<T, SourceError> {
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(
-        ctx.call_timeout,
+    let result = tokio::time::timeout(ctx.call_timeout, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(SourceError::new(
+                ErrorKind::Timeout,
+                format!("no answer within {:?}", ctx.call_timeout),
+            ))
+        });
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(e) => e.outcome(),
+    };
+    ctx.metrics
+        .observe_call(operation, outcome, started.elapsed().as_secs_f64());
+    result
+}
+
+/// What a poll found, as far as the poller cares.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Polled {
+    /// Recorded; the outcome for the scheduler and the image set's `updatedAt`, if read.
+    Done(Outcome, Option<f64>),
+    /// The version jumped past versions no poll saw: fetch their history before recording.
+    NeedsHistory(Box<Snapshot>),
+}
+
+/// Reads one target and records the result (store, metrics, logs), unless skipped
+/// versions need their history first.
+pub async fn poll_one(ctx: &PollContext, target: &ImageSetTarget) -> Polled {
+    let key = target.key();
+    let result = timed(
+        ctx,
+        "GetImageSet",
         ctx.source.get_image_set(key, target.version_id),
     )
-    .await
-    .unwrap_or_else(|_| {
-        Err(SourceError::new(
-            ErrorKind::Timeout,
-            format!("no answer within {:?}", ctx.call_timeout),
-        ))
-    });
-    let elapsed = started.elapsed().as_secs_f64();
+    .await;
     match result {
         Ok(snapshot) => {
-            ctx.metrics.observe_call("GetImageSet", "success", elapsed);
-            let version = snapshot.version_id;
-            let message = snapshot.message.clone();
-            let cadence = match &snapshot.workflow_status {
-                Some(s) if s.is_in_progress() => Cadence::InProgress,
-                Some(s) if s.is_failed() => Cadence::Failed,
-                _ => Cadence::Settled,
-            };
-            let update = ctx.store.record_success(&key, snapshot, now_epoch());
-            // Throttling is logged account-wide by the poller, not per image set.
-            if let Some(previous) = update.recovered_from.filter(|k| *k != ErrorKind::Throttled) {
-                events::poll_recovered(&key, previous);
+            let skipped = target.version_id.is_none()
+                && ctx
+                    .store
+                    .known_version(&key)
+                    .is_some_and(|v| snapshot.version_id.get() > v.get().saturating_add(1));
+            if skipped {
+                return Polled::NeedsHistory(Box::new(snapshot));
             }
-            for t in &update.transitions {
-                events::transition(&key, version, t, message.as_deref());
-            }
-            Outcome::Success(cadence)
+            record(ctx, &key, &[], snapshot)
         }
         Err(error) => {
-            ctx.metrics
-                .observe_call("GetImageSet", error.outcome(), elapsed);
             let update = ctx.store.record_failure(&key, &error);
             if update.newly_failing && error.kind != ErrorKind::Throttled {
                 events::poll_failed(&key, &error, update.last_version.is_some());
             }
             if let (Some(t), Some(version)) = (&update.gone, update.last_version) {
-                events::transition(&key, version, t, None);
+                events::transition(&key, version, t, None, false);
             }
-            match error.kind {
+            let outcome = match error.kind {
                 ErrorKind::Throttled => Outcome::Throttled,
                 ErrorKind::NotFound if update.last_version.is_some() => Outcome::Gone,
                 _ => Outcome::Failed,
-            }
+            };
+            Polled::Done(outcome, None)
         }
+    }
+}
+
+/// Fetches the versions between the last known one and `snapshot`'s, then records all of
+/// it; returns the poll's result and whether ListImageSetVersions was throttled.
+pub async fn backfill_one(
+    ctx: &PollContext,
+    target: &ImageSetTarget,
+    snapshot: Snapshot,
+) -> (Polled, bool) {
+    let key = target.key();
+    let result = timed(
+        ctx,
+        "ListImageSetVersions",
+        ctx.source.list_image_set_versions(key, None),
+    )
+    .await;
+    let throttled = matches!(&result, Err(e) if e.kind == ErrorKind::Throttled);
+    let history = match result {
+        Ok(page) => page.items,
+        Err(error) => {
+            let from = ctx.store.known_version(&key).unwrap_or(snapshot.version_id);
+            events::backfill_failed(&key, from, snapshot.version_id, &error);
+            Vec::new()
+        }
+    };
+    (record(ctx, &key, &history, snapshot), throttled)
+}
+
+fn record(
+    ctx: &PollContext,
+    key: &ImageSetKey,
+    history: &[VersionRecord],
+    snapshot: Snapshot,
+) -> Polled {
+    let version = snapshot.version_id;
+    let updated_at = snapshot.updated_at;
+    let message = snapshot.message.clone();
+    let cadence = match &snapshot.workflow_status {
+        Some(s) if s.is_in_progress() => Cadence::InProgress,
+        Some(s) if s.is_failed() => Cadence::Failed,
+        _ => Cadence::Settled,
+    };
+    let update = ctx
+        .store
+        .record_success_after(key, history, snapshot, now_epoch());
+    // Throttling is logged account-wide by the poller, not per image set.
+    if let Some(previous) = update.recovered_from.filter(|k| *k != ErrorKind::Throttled) {
+        events::poll_recovered(key, previous);
+    }
+    for b in &update.backfilled {
+        events::transition(key, b.version, &b.transition, b.message.as_deref(), true);
+    }
+    for t in &update.transitions {
+        events::transition(key, version, t, message.as_deref(), false);
+    }
+    Polled::Done(Outcome::Success(cadence), updated_at)
+}
+
+/// Runs one discovery request.
+async fn discover(ctx: &PollContext, request: Request) -> Response {
+    let op = request.operation();
+    let source = &ctx.source;
+    match request {
+        Request::ListDatastores { next_token } => {
+            Response::Datastores(timed(ctx, op, source.list_datastores(next_token)).await)
+        }
+        Request::GetDatastore(id) => {
+            Response::Datastore(id, timed(ctx, op, source.get_datastore(id)).await)
+        }
+        Request::Search {
+            datastore,
+            sweep,
+            query,
+            next_token,
+        } => Response::Search {
+            datastore,
+            sweep,
+            result: timed(
+                ctx,
+                op,
+                source.search_image_sets(datastore, query, next_token),
+            )
+            .await,
+        },
     }
 }
 
@@ -129,31 +236,83 @@ impl ThrottleLog {
     }
 }
 
-/// Polls the configured targets under the budget until cancelled.
+/// One watched image set as the poller tracks it (indexed like the scheduler's targets).
+#[derive(Debug, Clone)]
+struct Tracked {
+    target: ImageSetTarget,
+    /// The newest `updatedAt` seen by a search or a poll: a search listing it with a newer
+    /// one means it changed.
+    updated_at: f64,
+    /// Generation of the last full listing that listed it (0: none).
+    listed: u32,
+    discovered: bool,
+}
+
+/// What a finished task produced.
+enum Done {
+    Poll(usize, Polled),
+    Backfill(usize, Polled, bool),
+    Discovery(Response),
+}
+
+/// What a running task is doing, to recover if it panics.
+enum Running {
+    Poll(usize),
+    Discovery(Request),
+}
+
+/// Polls the configured and discovered image sets under the budget until cancelled.
 pub struct Poller {
     ctx: Arc<PollContext>,
-    targets: Arc<Vec<ImageSetTarget>>,
+    tracked: Vec<Tracked>,
+    index: HashMap<ImageSetKey, usize>,
+    initial: usize,
     settings: Settings,
     concurrency: usize,
     ready: Arc<AtomicBool>,
     throttle_log: ThrottleLog,
+    discovery: Discovery,
+    sharding: ShardingConfig,
+    backfills: VecDeque<(usize, Box<Snapshot>)>,
 }
 
 impl Poller {
-    /// A poller over `targets`; `ready` turns true once every target was polled.
+    /// A poller over `targets` and the datastores `rules` discover; `ready` turns true
+    /// once every configured target was polled and every datastore listed once.
     pub fn new(
         ctx: PollContext,
         targets: Vec<ImageSetTarget>,
+        rules: Vec<DiscoveryRule>,
         polling: &PollingConfig,
+        sharding: ShardingConfig,
         ready: Arc<AtomicBool>,
     ) -> Self {
+        let tracked: Vec<Tracked> = targets
+            .into_iter()
+            .map(|target| Tracked {
+                target,
+                updated_at: f64::NEG_INFINITY,
+                listed: 0,
+                discovered: false,
+            })
+            .collect();
+        let index = tracked
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.target.key(), i))
+            .collect();
         Poller {
             ctx: Arc::new(ctx),
-            targets: Arc::new(targets),
+            initial: tracked.len(),
+            tracked,
+            index,
             settings: polling.scheduler_settings(),
             concurrency: polling.concurrency,
             ready,
             throttle_log: ThrottleLog::default(),
+            discovery: Discovery::new(rules, Instant::now()),
+            sharding,
+            backfills: VecDeque::new(),
         }
     }
 
@@ -165,40 +324,67 @@ impl Poller {
             .set(scheduler.backoff_targets() as i64);
     }
 
-    /// Runs until `shutdown` fires; in-flight polls are abandoned then.
+    /// Runs until `shutdown` fires; in-flight calls are abandoned then.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let started = Instant::now();
         let mut scheduler = Scheduler::new(
-            self.targets.len(),
+            self.initial,
             self.settings.clone(),
             started,
             SmallRng::from_os_rng(),
         );
-        let mut tasks: JoinSet<(usize, Outcome)> = JoinSet::new();
-        let mut running: HashMap<tokio::task::Id, usize> = HashMap::new();
+        let mut tasks: JoinSet<Done> = JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, Running> = HashMap::new();
         let mut announced = false;
         loop {
             let now = Instant::now();
-            if !announced && scheduler.first_sweep_done() {
+            if !announced && scheduler.first_sweep_done() && self.discovery.initial_done() {
                 announced = true;
                 self.ready.store(true, Ordering::Release);
                 tracing::info!(
-                    targets = self.targets.len(),
+                    targets = self.tracked.len(),
                     took_seconds = started.elapsed().as_secs_f64(),
                     "first poll round completed"
                 );
             }
             self.publish(&scheduler, now);
             let next = if tasks.len() < self.concurrency {
-                scheduler.next(now)
+                let mut jobs = self.discovery.pending(now);
+                jobs.high |= !self.backfills.is_empty();
+                scheduler.next_with_jobs(now, jobs)
             } else {
                 Next::Idle
             };
             let wake = match next {
                 Next::Poll(i) => {
-                    let (ctx, targets) = (self.ctx.clone(), self.targets.clone());
-                    let handle = tasks.spawn(async move { (i, poll_one(&ctx, &targets[i]).await) });
-                    running.insert(handle.id(), i);
+                    let ctx = self.ctx.clone();
+                    let target = self.tracked[i].target.clone();
+                    let handle =
+                        tasks.spawn(async move { Done::Poll(i, poll_one(&ctx, &target).await) });
+                    running.insert(handle.id(), Running::Poll(i));
+                    continue;
+                }
+                Next::Job(priority) => {
+                    if priority == Priority::High {
+                        if let Some((i, snapshot)) = self.backfills.pop_front() {
+                            let ctx = self.ctx.clone();
+                            let target = self.tracked[i].target.clone();
+                            let handle = tasks.spawn(async move {
+                                let (polled, throttled) =
+                                    backfill_one(&ctx, &target, *snapshot).await;
+                                Done::Backfill(i, polled, throttled)
+                            });
+                            running.insert(handle.id(), Running::Poll(i));
+                            continue;
+                        }
+                    }
+                    if let Some(request) = self.discovery.take(priority, now, now_epoch()) {
+                        let ctx = self.ctx.clone();
+                        let sent = request.clone();
+                        let handle =
+                            tasks.spawn(async move { Done::Discovery(discover(&ctx, sent).await) });
+                        running.insert(handle.id(), Running::Discovery(request));
+                    }
                     continue;
                 }
                 Next::WaitUntil(at) => at.min(now + MAX_SLEEP),
@@ -208,23 +394,67 @@ impl Poller {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(wake) => {}
                 Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    let (i, outcome) = match joined {
+                    let done = match joined {
                         Ok((id, done)) => {
                             running.remove(&id);
                             done
                         }
                         Err(e) => {
-                            // A poll that panicked still gets rescheduled, as a failure.
+                            // A task that panicked is still accounted for, as a failure.
                             tracing::error!(error = %e, "poll task failed");
-                            let Some(i) = running.remove(&e.id()) else { continue };
-                            (i, Outcome::Failed)
+                            match running.remove(&e.id()) {
+                                Some(Running::Poll(i)) => Done::Poll(i, Polled::Done(Outcome::Failed, None)),
+                                Some(Running::Discovery(request)) => {
+                                    Done::Discovery(failed_response(request, &e.to_string()))
+                                }
+                                None => continue,
+                            }
                         }
                     };
-                    self.completed(&mut scheduler, i, outcome, Instant::now());
+                    self.finished(&mut scheduler, done, Instant::now());
                 }
             }
         }
         tasks.shutdown().await;
+    }
+
+    fn finished(&mut self, scheduler: &mut Scheduler<SmallRng>, done: Done, now: Instant) {
+        match done {
+            Done::Poll(i, Polled::NeedsHistory(snapshot)) => {
+                self.backfills.push_back((i, snapshot));
+            }
+            Done::Poll(i, Polled::Done(outcome, updated_at)) => {
+                self.completed(scheduler, i, outcome, updated_at, now)
+            }
+            Done::Backfill(i, polled, throttled) => {
+                scheduler.job_completed(throttled, now);
+                let (outcome, updated_at) = match polled {
+                    Polled::Done(outcome, updated_at) => (outcome, updated_at),
+                    Polled::NeedsHistory(_) => (Outcome::Failed, None),
+                };
+                self.completed(scheduler, i, outcome, updated_at, now)
+            }
+            Done::Discovery(response) => {
+                let throttled = response_throttled(&response);
+                let before = scheduler.effective_rate();
+                scheduler.job_completed(throttled, now);
+                let outcome = if throttled {
+                    Outcome::Throttled
+                } else {
+                    Outcome::Success(Cadence::Settled)
+                };
+                self.throttle_log.observe(
+                    outcome,
+                    before,
+                    scheduler.effective_rate(),
+                    self.settings.max_requests_per_second,
+                    now,
+                );
+                for effect in self.discovery.on_response(response, now) {
+                    self.apply(scheduler, effect, now);
+                }
+            }
+        }
     }
 
     fn completed(
@@ -232,8 +462,12 @@ impl Poller {
         scheduler: &mut Scheduler<SmallRng>,
         i: usize,
         outcome: Outcome,
+        updated_at: Option<f64>,
         now: Instant,
     ) {
+        if let (Some(u), Some(t)) = (updated_at, self.tracked.get_mut(i)) {
+            t.updated_at = t.updated_at.max(u);
+        }
         let before = scheduler.effective_rate();
         let dropped = scheduler.complete(i, outcome, now);
         let after = scheduler.effective_rate();
@@ -245,7 +479,8 @@ impl Poller {
             now,
         );
         if dropped {
-            let key = self.targets[i].key();
+            let key = self.tracked[i].target.key();
+            self.index.remove(&key);
             self.ctx.store.forget(&key);
             tracing::info!(
                 datastore_id = %key.datastore_id,
@@ -254,5 +489,151 @@ impl Poller {
                 "image set dropped: gone for longer than polling.gone_retention"
             );
         }
+    }
+
+    /// Carries out one discovery effect on the store and the scheduler.
+    fn apply(&mut self, scheduler: &mut Scheduler<SmallRng>, effect: Effect, now: Instant) {
+        match effect {
+            Effect::Datastore(d) => self.ctx.store.record_datastore(d),
+            Effect::Found {
+                datastore,
+                sweep,
+                generation,
+                items,
+            } => {
+                for item in items {
+                    self.found(scheduler, datastore, sweep, generation, item, now);
+                }
+            }
+            Effect::FullListingDone {
+                datastore,
+                generation,
+            } => {
+                self.ctx
+                    .store
+                    .record_sweep(datastore, Sweep::Full, now_epoch());
+                let mut listed = 0usize;
+                let mut unlisted = 0usize;
+                for (i, t) in self.tracked.iter().enumerate() {
+                    if !t.discovered || t.target.datastore_id != datastore {
+                        continue;
+                    }
+                    if t.listed == generation {
+                        listed += 1;
+                    } else {
+                        // Not listed any more: a poll tells deleted from moved.
+                        unlisted += 1;
+                        scheduler.wake(i);
+                    }
+                }
+                tracing::info!(
+                    datastore_id = %datastore,
+                    image_sets = listed,
+                    unlisted,
+                    "datastore listed in full"
+                );
+            }
+            Effect::ChangesDone { datastore } => {
+                self.ctx
+                    .store
+                    .record_sweep(datastore, Sweep::Changes, now_epoch());
+            }
+            Effect::Unwatched(datastore) => {
+                tracing::info!(datastore_id = %datastore, "datastore no longer watched: deleted or filtered out");
+                for (i, t) in self.tracked.iter().enumerate() {
+                    if t.discovered && t.target.datastore_id == datastore {
+                        scheduler.wake(i);
+                    }
+                }
+            }
+            Effect::Failed {
+                datastore,
+                operation,
+                error,
+            } => events::discovery_failed(datastore, operation, &error),
+            Effect::Recovered {
+                datastore,
+                operation,
+            } => events::discovery_recovered(datastore, operation),
+        }
+    }
+
+    /// One image set listed by a search: new ones are added, changed ones woken.
+    fn found(
+        &mut self,
+        scheduler: &mut Scheduler<SmallRng>,
+        datastore: DatastoreId,
+        sweep: Sweep,
+        generation: u32,
+        item: ImageSetSummary,
+        now: Instant,
+    ) {
+        if !self.sharding.owns(&item.image_set_id) {
+            return;
+        }
+        let key = ImageSetKey {
+            datastore_id: datastore,
+            image_set_id: item.image_set_id,
+        };
+        let updated_at = item.updated_at.unwrap_or(f64::NEG_INFINITY);
+        let listed = if sweep == Sweep::Full { generation } else { 0 };
+        match self.index.get(&key) {
+            Some(&i) => {
+                let t = &mut self.tracked[i];
+                if sweep == Sweep::Full {
+                    t.listed = generation;
+                }
+                if updated_at > t.updated_at {
+                    t.updated_at = updated_at;
+                    self.ctx.store.record_listed(datastore, item);
+                    scheduler.wake(i);
+                }
+            }
+            None => {
+                let i = scheduler.add(Watch::OnChange, now);
+                debug_assert_eq!(i, self.tracked.len());
+                self.tracked.push(Tracked {
+                    target: ImageSetTarget {
+                        datastore_id: datastore,
+                        image_set_id: item.image_set_id,
+                        version_id: None,
+                    },
+                    updated_at,
+                    listed,
+                    discovered: true,
+                });
+                self.index.insert(key, i);
+                self.ctx.store.record_listed(datastore, item);
+                if sweep == Sweep::Changes {
+                    scheduler.wake(i);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a discovery call was throttled (the budget slows down for everyone).
+fn response_throttled(response: &Response) -> bool {
+    let kind = match response {
+        Response::Datastores(r) => r.as_ref().err().map(|e| e.kind),
+        Response::Datastore(_, r) => r.as_ref().err().map(|e| e.kind),
+        Response::Search { result, .. } => result.as_ref().err().map(|e| e.kind),
+    };
+    kind == Some(ErrorKind::Throttled)
+}
+
+/// The response a request gets when its task died.
+fn failed_response(request: Request, why: &str) -> Response {
+    let error = || SourceError::new(ErrorKind::Unexpected, why.to_string());
+    match request {
+        Request::ListDatastores { .. } => Response::Datastores(Err(error())),
+        Request::GetDatastore(id) => Response::Datastore(id, Err(error())),
+        Request::Search {
+            datastore, sweep, ..
+        } => Response::Search {
+            datastore,
+            sweep,
+            result: Err(error()),
+        },
     }
 }

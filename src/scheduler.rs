@@ -66,6 +66,8 @@ pub enum Next {
     WaitUntil(Instant),
     /// Every target is in flight or dropped.
     Idle,
+    /// Run a waiting job of this priority (a token was taken for it).
+    Job(Priority),
 }
 
 /// Token bucket: `rate` tokens per second, at most `burst` saved up.
@@ -180,76 +182,225 @@ pub fn backoff(failures: u32, base: Duration, cap: Duration) -> Duration {
     base.saturating_mul(factor).min(cap)
 }
 
+/// How a target is re-read once it has settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// On its cadence (`interval`, `failed_interval`): configured image sets.
+    Periodic,
+    /// Only when [`Scheduler::wake`] says it changed (discovered image sets; the search
+    /// sweeps notice changes). In-progress workflows are still followed on their cadence.
+    OnChange,
+}
+
+/// Where a target is in its life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Waiting in a queue.
+    Queued,
+    /// Being polled right now.
+    InFlight,
+    /// Settled and watched on change: in no queue until woken.
+    Parked,
+    /// Gone for longer than the retention: never polled again.
+    Dropped,
+}
+
 #[derive(Debug, Clone)]
 struct Target {
     cadence: Cadence,
+    watch: Watch,
+    slot: Slot,
+    /// Bumped on every (re)queueing, so stale queue entries are recognised and skipped.
+    seq: u32,
+    /// Woken while in flight: poll again as soon as this poll completes.
+    rewake: bool,
     failures: u32,
     gone_since: Option<Instant>,
     polled_once: bool,
-    dropped: bool,
+}
+
+/// A queue entry: due time, target, and the target's `seq` when it was queued.
+type Due = Reverse<(Instant, usize, u32)>;
+
+/// Which non-poll requests (discovery, backfill) are waiting for a token, by priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Jobs {
+    /// Change searches, datastore refreshes and backfills: ahead of every poll.
+    pub high: bool,
+    /// Full listings (first discovery, reconciliation): after changed and in-progress
+    /// image sets, ahead of routine polls.
+    pub low: bool,
+}
+
+/// The priority of a job [`Scheduler::next_with_jobs`] grants a token to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// See [`Jobs::high`].
+    High,
+    /// See [`Jobs::low`].
+    Low,
 }
 
 /// The scheduler's state: queues, limiter, rate control and per-target history.
 pub struct Scheduler<R> {
     settings: Settings,
     targets: Vec<Target>,
-    urgent: BinaryHeap<Reverse<(Instant, usize)>>,
-    normal: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Woken targets (a search saw them change): first among polls.
+    changed: std::collections::VecDeque<(usize, u32)>,
+    urgent: BinaryHeap<Due>,
+    normal: BinaryHeap<Due>,
     bucket: TokenBucket,
     aimd: Aimd,
     rng: R,
     unpolled: usize,
+    initial: usize,
     in_backoff: usize,
 }
 
 impl<R: Rng> Scheduler<R> {
-    /// `n` targets, all due at `now`: the limiter spreads the first sweep at the budget.
+    /// `n` periodic targets, all due at `now`: the limiter spreads the first sweep at the
+    /// budget.
     pub fn new(n: usize, settings: Settings, now: Instant, rng: R) -> Self {
         let bucket = TokenBucket::new(settings.max_requests_per_second, settings.burst, now);
         let aimd = Aimd::new(settings.max_requests_per_second, now);
-        Scheduler {
-            targets: vec![
-                Target {
-                    cadence: Cadence::Settled,
-                    failures: 0,
-                    gone_since: None,
-                    polled_once: false,
-                    dropped: false,
-                };
-                n
-            ],
+        let mut s = Scheduler {
+            targets: Vec::with_capacity(n),
+            changed: Default::default(),
             urgent: BinaryHeap::new(),
-            normal: (0..n).map(|i| Reverse((now, i))).collect(),
+            normal: BinaryHeap::new(),
             settings,
             bucket,
             aimd,
             rng,
             unpolled: n,
+            initial: n,
             in_backoff: 0,
+        };
+        for _ in 0..n {
+            s.add(Watch::Periodic, now);
+        }
+        s
+    }
+
+    /// Adds a target, due at `now` behind those already due (so targets added in order
+    /// are first polled in that order); returns its index. Added targets do not count
+    /// towards [`Scheduler::first_sweep_done`].
+    pub fn add(&mut self, watch: Watch, now: Instant) -> usize {
+        let i = self.targets.len();
+        self.targets.push(Target {
+            cadence: Cadence::Settled,
+            watch,
+            slot: Slot::Queued,
+            seq: 0,
+            rewake: false,
+            failures: 0,
+            gone_since: None,
+            polled_once: false,
+        });
+        self.normal.push(Reverse((now, i, 0)));
+        i
+    }
+
+    /// Target `i` changed (a search saw a newer `updatedAt`): poll it before anything
+    /// else that is queued, once. Dropped targets stay dropped.
+    pub fn wake(&mut self, i: usize) {
+        let Some(t) = self.targets.get_mut(i) else {
+            return;
+        };
+        match t.slot {
+            Slot::Dropped => {}
+            Slot::InFlight => t.rewake = true,
+            Slot::Queued | Slot::Parked => {
+                t.seq = t.seq.wrapping_add(1);
+                t.slot = Slot::Queued;
+                self.changed.push_back((i, t.seq));
+            }
         }
     }
 
-    /// Decides the next step at `now`.
-    pub fn next(&mut self, now: Instant) -> Next {
-        let head =
-            |q: &BinaryHeap<Reverse<(Instant, usize)>>| q.peek().map(|Reverse((due, _))| *due);
-        let (urgent, normal) = (head(&self.urgent), head(&self.normal));
-        let queue = match (urgent, normal) {
-            (Some(u), _) if u <= now => &mut self.urgent,
-            (_, Some(n)) if n <= now => &mut self.normal,
-            (None, None) => return Next::Idle,
-            (u, n) => {
-                let earliest = u.into_iter().chain(n).min().unwrap_or(now);
-                return Next::WaitUntil(earliest);
+    /// Drops queue heads that no longer stand for a queued target.
+    fn prune(&mut self) {
+        let live = |targets: &[Target], i: usize, seq: u32| {
+            targets
+                .get(i)
+                .is_some_and(|t| t.slot == Slot::Queued && t.seq == seq)
+        };
+        while let Some(&(i, seq)) = self.changed.front() {
+            if live(&self.targets, i, seq) {
+                break;
             }
+            self.changed.pop_front();
+        }
+        for q in [&mut self.urgent, &mut self.normal] {
+            while let Some(Reverse((_, i, seq))) = q.peek() {
+                if live(&self.targets, *i, *seq) {
+                    break;
+                }
+                q.pop();
+            }
+        }
+    }
+
+    /// Decides the next poll at `now` (no other requests waiting).
+    pub fn next(&mut self, now: Instant) -> Next {
+        self.next_with_jobs(now, Jobs::default())
+    }
+
+    /// Decides the next step at `now`, with `jobs` waiting beside the polls.
+    pub fn next_with_jobs(&mut self, now: Instant, jobs: Jobs) -> Next {
+        self.prune();
+        let head = |q: &BinaryHeap<Due>| q.peek().map(|Reverse((due, _, _))| *due);
+        let (urgent, normal) = (head(&self.urgent), head(&self.normal));
+        enum Pick {
+            Job(Priority),
+            Changed,
+            Urgent,
+            Normal,
+        }
+        let pick = if jobs.high {
+            Pick::Job(Priority::High)
+        } else if !self.changed.is_empty() {
+            Pick::Changed
+        } else if urgent.is_some_and(|u| u <= now) {
+            Pick::Urgent
+        } else if jobs.low {
+            Pick::Job(Priority::Low)
+        } else if normal.is_some_and(|n| n <= now) {
+            Pick::Normal
+        } else {
+            return match urgent.into_iter().chain(normal).min() {
+                Some(earliest) => Next::WaitUntil(earliest),
+                None => Next::Idle,
+            };
         };
         if let Err(when) = self.bucket.take(now) {
             return Next::WaitUntil(when);
         }
-        match queue.pop() {
-            Some(Reverse((_, i))) => Next::Poll(i),
+        let i = match pick {
+            Pick::Job(p) => return Next::Job(p),
+            Pick::Changed => self.changed.pop_front().map(|(i, _)| i),
+            Pick::Urgent => self.urgent.pop().map(|Reverse((_, i, _))| i),
+            Pick::Normal => self.normal.pop().map(|Reverse((_, i, _))| i),
+        };
+        match i {
+            Some(i) => {
+                self.targets[i].slot = Slot::InFlight;
+                Next::Poll(i)
+            }
             None => Next::Idle,
         }
+    }
+
+    /// Feeds back the result of a job (not a poll): throttling slows everyone down.
+    pub fn job_completed(&mut self, throttled: bool, now: Instant) {
+        if throttled {
+            if self.aimd.on_throttle(now) {
+                self.bucket.drain_to_one(now);
+            }
+        } else {
+            self.aimd.on_success(now);
+        }
+        self.bucket.set_rate(self.aimd.rate(), now);
     }
 
     fn jittered(&mut self, d: Duration) -> Duration {
@@ -268,9 +419,13 @@ impl<R: Rng> Scheduler<R> {
         };
         if !target.polled_once {
             target.polled_once = true;
-            self.unpolled -= 1;
+            if i < self.unpolled_limit() {
+                self.unpolled = self.unpolled.saturating_sub(1);
+            }
         }
+        let target = &mut self.targets[i];
         let was_backing_off = target.failures > 0;
+        let rewake = std::mem::take(&mut target.rewake);
         let s = &self.settings;
         let delay = match outcome {
             Outcome::Success(cadence) => {
@@ -299,7 +454,7 @@ impl<R: Rng> Scheduler<R> {
                 if outcome == Outcome::Gone {
                     let since = *target.gone_since.get_or_insert(now);
                     if now.saturating_duration_since(since) >= s.gone_retention {
-                        target.dropped = true;
+                        target.slot = Slot::Dropped;
                         if was_backing_off {
                             self.in_backoff -= 1;
                         }
@@ -315,14 +470,36 @@ impl<R: Rng> Scheduler<R> {
             _ => {}
         }
         self.bucket.set_rate(self.aimd.rate(), now);
+        let target = &mut self.targets[i];
+        target.seq = target.seq.wrapping_add(1);
+        let seq = target.seq;
+        let settled = matches!(
+            outcome,
+            Outcome::Success(Cadence::Settled | Cadence::Failed)
+        );
+        if rewake {
+            target.slot = Slot::Queued;
+            self.changed.push_back((i, seq));
+            return false;
+        }
+        if target.watch == Watch::OnChange && settled {
+            target.slot = Slot::Parked;
+            return false;
+        }
+        target.slot = Slot::Queued;
         let urgent = target.cadence == Cadence::InProgress && target.failures == 0;
         let due = now + self.jittered(delay);
         if urgent {
-            self.urgent.push(Reverse((due, i)));
+            self.urgent.push(Reverse((due, i, seq)));
         } else {
-            self.normal.push(Reverse((due, i)));
+            self.normal.push(Reverse((due, i, seq)));
         }
         false
+    }
+
+    /// Targets created by [`Scheduler::new`] (the ones readiness waits for) come first.
+    fn unpolled_limit(&self) -> usize {
+        self.initial
     }
 
     /// The request rate currently allowed (req/s).
@@ -336,22 +513,29 @@ impl<R: Rng> Scheduler<R> {
             .peek()
             .into_iter()
             .chain(self.normal.peek())
-            .map(|Reverse((due, _))| now.saturating_duration_since(*due))
+            .map(|Reverse((due, _, _))| now.saturating_duration_since(*due))
             .max()
             .unwrap_or_default()
     }
 
     /// Targets in error backoff.
     pub fn backoff_targets(&self) -> usize {
-        self.targets
-            .iter()
-            .filter(|t| t.failures > 0 && !t.dropped)
-            .count()
+        self.in_backoff
     }
 
-    /// True once every target has been polled at least once.
+    /// True once every target given to [`Scheduler::new`] has been polled at least once.
     pub fn first_sweep_done(&self) -> bool {
         self.unpolled == 0
+    }
+
+    /// Number of targets ever added (dropped ones included): the next index.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// True when no target was ever added.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
     }
 }
 
@@ -397,7 +581,7 @@ mod tests {
                 Next::WaitUntil(t) => {
                     tokio::time::advance(t.saturating_duration_since(Instant::now())).await
                 }
-                Next::Idle => break,
+                Next::Idle | Next::Job(_) => break,
             }
         }
         polls
@@ -672,6 +856,89 @@ mod tests {
             s.next(now),
             Next::Idle,
             "a dropped target is never polled again"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn on_change_targets_park_when_settled_and_wake_ahead_of_others() {
+        let t0 = Instant::now();
+        let mut s = scheduler(1, settings());
+        let a = s.add(Watch::OnChange, t0);
+        let b = s.add(Watch::OnChange, t0);
+        assert_eq!((a, b), (1, 2));
+        // Added targets are polled in order after the initial one.
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            let Next::Poll(i) = s.next(t0) else {
+                panic!("expected a poll")
+            };
+            order.push(i);
+        }
+        assert_eq!(order, [0, 1, 2]);
+        s.complete(0, Outcome::Success(Cadence::Settled), t0);
+        s.complete(1, Outcome::Success(Cadence::Settled), t0);
+        s.complete(2, Outcome::Success(Cadence::InProgress), t0);
+        assert!(
+            s.first_sweep_done(),
+            "only targets given to new() gate readiness"
+        );
+        // 1 is parked: after an hour only 0 (periodic) and 2 (in progress) were polled.
+        let polls = drive(&mut s, Duration::from_secs(3600), |i, _| {
+            if i == 2 {
+                Outcome::Success(Cadence::InProgress)
+            } else {
+                Outcome::Success(Cadence::Settled)
+            }
+        })
+        .await;
+        assert!(polls.iter().all(|(_, i)| *i != 1));
+        assert!(polls.iter().any(|(_, i)| *i == 0) && polls.iter().any(|(_, i)| *i == 2));
+        // Woken, it goes before the queued ones, once.
+        s.wake(1);
+        s.wake(1);
+        let now = Instant::now() + Duration::from_secs(600);
+        assert_eq!(s.next(now), Next::Poll(1));
+        s.complete(1, Outcome::Success(Cadence::Settled), now);
+        assert_ne!(s.next(now), Next::Poll(1), "a double wake polls once");
+    }
+
+    #[test]
+    fn a_wake_during_a_poll_polls_again_right_after() {
+        let t0 = Instant::now();
+        let mut s = scheduler(0, settings());
+        let i = s.add(Watch::OnChange, t0);
+        assert_eq!(s.next(t0), Next::Poll(i));
+        s.wake(i);
+        s.complete(i, Outcome::Success(Cadence::Settled), t0);
+        assert_eq!(s.next(t0), Next::Poll(i));
+    }
+
+    #[test]
+    fn jobs_take_tokens_by_priority() {
+        let t0 = Instant::now();
+        let mut s = scheduler(1, settings());
+        let both = Jobs {
+            high: true,
+            low: true,
+        };
+        assert_eq!(s.next_with_jobs(t0, both), Next::Job(Priority::High));
+        // Due routine polls wait behind low-priority jobs; woken targets do not.
+        let low = Jobs {
+            high: false,
+            low: true,
+        };
+        assert_eq!(s.next_with_jobs(t0, low), Next::Job(Priority::Low));
+        let i = s.add(Watch::OnChange, t0);
+        s.wake(i);
+        assert_eq!(s.next_with_jobs(t0, low), Next::Poll(i));
+        // Jobs spend the same budget: burst (5) is used up now.
+        assert!(matches!(s.next_with_jobs(t0, both), Next::Job(_)));
+        assert!(matches!(s.next_with_jobs(t0, both), Next::Job(_)));
+        assert!(matches!(s.next_with_jobs(t0, both), Next::WaitUntil(_)));
+        s.job_completed(true, t0);
+        assert!(
+            s.effective_rate() < 5.0,
+            "a throttled job slows everyone down"
         );
     }
 }

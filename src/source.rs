@@ -25,8 +25,11 @@ use aws_smithy_types::config_bag::ConfigBag;
 use aws_types::endpoint_config::EndpointUrl;
 
 use crate::config::AwsConfig;
-use crate::ids::{ImageSetKey, VersionId};
-use crate::model::{ImageSetState, Snapshot, StorageTier, WorkflowStatus};
+use crate::ids::{DatastoreId, ImageSetId, ImageSetKey, VersionId};
+use crate::model::{
+    DatastoreSummary, ImageSetState, ImageSetSummary, Page, SearchQuery, Snapshot, StorageTier,
+    VersionRecord, WorkflowStatus,
+};
 
 /// What went wrong with a call, as a closed set (used for log de-duplication and alerts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -117,12 +120,39 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Reads image set properties; implemented by the AWS client and by test fakes.
 pub trait ImageSetSource: Send + Sync {
-    /// GetImageSet for `key`, at `version` or the latest.
+    /// GetImageSet: the properties of one image set (a fixed version or the latest).
     fn get_image_set(
         &self,
         key: ImageSetKey,
         version: Option<VersionId>,
     ) -> BoxFuture<'_, Result<Snapshot, SourceError>>;
+
+    /// ListDatastores: one page of the account's datastores.
+    fn list_datastores(
+        &self,
+        next_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<DatastoreSummary>, SourceError>>;
+
+    /// GetDatastore: one datastore's name and status.
+    fn get_datastore(
+        &self,
+        datastore: DatastoreId,
+    ) -> BoxFuture<'_, Result<DatastoreSummary, SourceError>>;
+
+    /// SearchImageSets: one page of a datastore's image sets, newest `updatedAt` first.
+    fn search_image_sets(
+        &self,
+        datastore: DatastoreId,
+        query: SearchQuery,
+        next_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<ImageSetSummary>, SourceError>>;
+
+    /// ListImageSetVersions: one page of an image set's versions.
+    fn list_image_set_versions(
+        &self,
+        key: ImageSetKey,
+        next_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<VersionRecord>, SourceError>>;
 }
 
 /// Options for building the AWS client that do not come from the config file.
@@ -262,6 +292,238 @@ impl ImageSetSource for AwsSource {
             snapshot_from(&key, output)
         })
     }
+
+    fn list_datastores(
+        &self,
+        next_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<DatastoreSummary>, SourceError>> {
+        Box::pin(async move {
+            let output = self
+                .client
+                .list_datastores()
+                .max_results(PAGE_SIZE)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(classify)?;
+            let items = output
+                .datastore_summaries()
+                .iter()
+                .map(|d| {
+                    datastore_from(
+                        d.datastore_id(),
+                        d.datastore_name(),
+                        d.datastore_status().as_str(),
+                    )
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Page {
+                items,
+                next_token: output.next_token().map(str::to_owned),
+            })
+        })
+    }
+
+    fn get_datastore(
+        &self,
+        datastore: DatastoreId,
+    ) -> BoxFuture<'_, Result<DatastoreSummary, SourceError>> {
+        Box::pin(async move {
+            let output = self
+                .client
+                .get_datastore()
+                .datastore_id(datastore.as_str())
+                .send()
+                .await
+                .map_err(classify)?;
+            let Some(d) = output.datastore_properties() else {
+                return Err(SourceError::new(
+                    ErrorKind::InvalidResponse,
+                    "GetDatastore answered without datastoreProperties",
+                ));
+            };
+            let summary = datastore_from(
+                d.datastore_id(),
+                d.datastore_name(),
+                d.datastore_status().as_str(),
+            )?;
+            if summary.id != datastore {
+                return Err(SourceError::new(
+                    ErrorKind::InvalidResponse,
+                    format!("GetDatastore answered for {}, not {datastore}", summary.id),
+                ));
+            }
+            Ok(summary)
+        })
+    }
+
+    fn search_image_sets(
+        &self,
+        datastore: DatastoreId,
+        query: SearchQuery,
+        next_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<ImageSetSummary>, SourceError>> {
+        Box::pin(async move {
+            let output = self
+                .client
+                .search_image_sets()
+                .datastore_id(datastore.as_str())
+                .search_criteria(search_criteria(&query)?)
+                .max_results(PAGE_SIZE)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(classify)?;
+            let items = output
+                .image_sets_metadata_summaries()
+                .iter()
+                .map(summary_from)
+                .collect::<Result<_, _>>()?;
+            Ok(Page {
+                items,
+                next_token: output.next_token().map(str::to_owned),
+            })
+        })
+    }
+
+    fn list_image_set_versions(
+        &self,
+        key: ImageSetKey,
+        next_token: Option<String>,
+    ) -> BoxFuture<'_, Result<Page<VersionRecord>, SourceError>> {
+        Box::pin(async move {
+            let output = self
+                .client
+                .list_image_set_versions()
+                .datastore_id(key.datastore_id.as_str())
+                .image_set_id(key.image_set_id.as_str())
+                .max_results(PAGE_SIZE)
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(classify)?;
+            let items = output
+                .image_set_properties_list()
+                .iter()
+                .map(|p| version_from(&key, p))
+                .collect::<Result<_, _>>()?;
+            Ok(Page {
+                items,
+                next_token: output.next_token().map(str::to_owned),
+            })
+        })
+    }
+}
+
+/// Largest page the listing operations allow.
+const PAGE_SIZE: i32 = 50;
+
+fn invalid(what: String) -> SourceError {
+    SourceError::new(ErrorKind::InvalidResponse, what)
+}
+
+fn epoch(t: Option<&aws_smithy_types::DateTime>) -> Option<f64> {
+    t.map(|t| t.as_secs_f64())
+}
+
+fn datastore_from(id: &str, name: &str, status: &str) -> Result<DatastoreSummary, SourceError> {
+    let id = DatastoreId::parse(id).map_err(|e| invalid(format!("datastoreId: {e}")))?;
+    Ok(DatastoreSummary {
+        id,
+        name: name.chars().take(256).collect(),
+        status: status.chars().take(64).collect(),
+    })
+}
+
+/// The SDK request for `query`: filters as the API wants them, newest first.
+fn search_criteria(
+    query: &SearchQuery,
+) -> Result<aws_sdk_medicalimaging::types::SearchCriteria, SourceError> {
+    use aws_sdk_medicalimaging::types::{
+        Operator, SearchByAttributeValue, SearchCriteria, SearchFilter, Sort, SortField, SortOrder,
+    };
+    let build = |e: aws_smithy_types::error::operation::BuildError| {
+        SourceError::new(ErrorKind::Unexpected, format!("building the search: {e}"))
+    };
+    let mut criteria = SearchCriteria::builder().sort(
+        Sort::builder()
+            .sort_field(SortField::UpdatedAt)
+            .sort_order(SortOrder::Desc)
+            .build()
+            .map_err(build)?,
+    );
+    if let Some((from, to)) = query.updated_between {
+        let at = |t: f64| {
+            SearchByAttributeValue::UpdatedAt(aws_smithy_types::DateTime::from_secs_f64(t))
+        };
+        criteria = criteria.filters(
+            SearchFilter::builder()
+                .operator(Operator::Between)
+                .values(at(from))
+                .values(at(to))
+                .build()
+                .map_err(build)?,
+        );
+    }
+    if let Some(primary) = query.is_primary {
+        criteria = criteria.filters(
+            SearchFilter::builder()
+                .operator(Operator::Equal)
+                .values(SearchByAttributeValue::IsPrimary(primary))
+                .build()
+                .map_err(build)?,
+        );
+    }
+    Ok(criteria.build())
+}
+
+/// Maps one search result, dropping its DICOM tags on the spot: patient data must never
+/// reach the store, labels or logs.
+fn summary_from(
+    s: &aws_sdk_medicalimaging::types::ImageSetsMetadataSummary,
+) -> Result<ImageSetSummary, SourceError> {
+    let image_set_id =
+        ImageSetId::parse(s.image_set_id()).map_err(|e| invalid(format!("imageSetId: {e}")))?;
+    let version = match s.version() {
+        Some(v) if v >= 0 => Some(VersionId::new(v as u64)),
+        Some(v) => return Err(invalid(format!("version: {v} is negative"))),
+        None => None,
+    };
+    Ok(ImageSetSummary {
+        image_set_id,
+        version,
+        created_at: epoch(s.created_at()),
+        updated_at: epoch(s.updated_at()),
+        storage_tier: s.storage_tier().map(|t| StorageTier::from_api(t.as_str())),
+        is_primary: s.is_primary(),
+    })
+}
+
+fn version_from(
+    key: &ImageSetKey,
+    p: &aws_sdk_medicalimaging::types::ImageSetProperties,
+) -> Result<VersionRecord, SourceError> {
+    if p.image_set_id() != key.image_set_id.as_str() {
+        return Err(invalid(format!(
+            "ListImageSetVersions answered for {}, not {}",
+            truncate(p.image_set_id()),
+            key.image_set_id
+        )));
+    }
+    let version_id =
+        VersionId::parse(p.version_id()).map_err(|e| invalid(format!("versionId: {e}")))?;
+    Ok(VersionRecord {
+        version_id,
+        workflow_status: p
+            .image_set_workflow_status()
+            .map(|s| WorkflowStatus::from_api(s.as_str())),
+        state: ImageSetState::from_api(p.image_set_state().as_str()),
+        is_primary: p.is_primary(),
+        forced: p.overrides().and_then(|o| o.forced()),
+        message: p.message().map(|m| m.chars().take(2048).collect()),
+        updated_at: epoch(p.updated_at()),
+        deleted_at: epoch(p.deleted_at()),
+    })
 }
 
 /// Maps a GetImageSet response to a snapshot, rejecting answers about another image set.

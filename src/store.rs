@@ -10,13 +10,17 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::config::ImageSetTarget;
 use crate::ids::{DatastoreId, ImageSetKey, VersionId};
-use crate::model::{EpochSeconds, Snapshot};
+use crate::model::{DatastoreSummary, EpochSeconds, ImageSetSummary, Snapshot, VersionRecord};
 use crate::source::{ErrorKind, SourceError};
 use crate::transitions::{self, EventKind, Transition};
 
 /// What the store knows about one image set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
+    /// Whether the image set is configured or discovered.
+    pub origin: Origin,
+    /// What SearchImageSets last said about a discovered image set not yet read.
+    pub listed: Option<ImageSetSummary>,
     /// A pinned version from the config; latest when `None`.
     pub pinned_version: Option<VersionId>,
     /// The last successfully read properties.
@@ -33,9 +37,20 @@ pub struct Entry {
     pub gone: bool,
 }
 
+/// Where a watched image set came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An `[[image_sets]]` entry.
+    Configured,
+    /// Found by a `[[discovery]]` rule.
+    Discovered,
+}
+
 impl Entry {
-    fn new(pinned_version: Option<VersionId>) -> Self {
+    fn new(pinned_version: Option<VersionId>, origin: Origin) -> Self {
         Entry {
+            origin,
+            listed: None,
             pinned_version,
             snapshot: None,
             status_since: None,
@@ -59,11 +74,47 @@ pub struct State {
     pub workflow_transitions: BTreeMap<TransitionKey, u64>,
     /// `healthimaging_storage_tier_transitions_total`.
     pub storage_tier_transitions: BTreeMap<TransitionKey, u64>,
+    /// Datastores as ListDatastores/GetDatastore last described them.
+    pub datastores: BTreeMap<DatastoreId, DatastoreSummary>,
+    /// When each discovery sweep of a datastore last completed (epoch seconds).
+    pub sweeps: BTreeMap<(DatastoreId, Sweep), EpochSeconds>,
+}
+
+/// The kinds of discovery sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Sweep {
+    /// Image sets updated since the previous search.
+    Changes,
+    /// Every image set (first discovery and reconciliation).
+    Full,
+}
+
+impl Sweep {
+    /// The `sweep` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sweep::Changes => "changes",
+            Sweep::Full => "full",
+        }
+    }
+}
+
+/// A transition recovered from ListImageSetVersions for a version the polls skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backfilled {
+    /// The version it happened in.
+    pub version: VersionId,
+    /// That version's API message.
+    pub message: Option<String>,
+    /// The transition.
+    pub transition: Transition,
 }
 
 /// The result of recording a successful poll.
 #[derive(Debug, Default, PartialEq)]
 pub struct SuccessUpdate {
+    /// Transitions into versions between the previous poll and this one (oldest first).
+    pub backfilled: Vec<Backfilled>,
     /// Detected transitions (empty on first sight).
     pub transitions: Vec<Transition>,
     /// First successful read of this image set.
@@ -94,7 +145,7 @@ impl Store {
     pub fn new(targets: &[ImageSetTarget]) -> Self {
         let entries = targets
             .iter()
-            .map(|t| (t.key(), Entry::new(t.version_id)))
+            .map(|t| (t.key(), Entry::new(t.version_id, Origin::Configured)))
             .collect();
         Store {
             state: RwLock::new(State {
@@ -121,44 +172,121 @@ impl Store {
         snapshot: Snapshot,
         now: EpochSeconds,
     ) -> SuccessUpdate {
+        self.record_success_after(key, &[], snapshot, now)
+    }
+
+    /// Like [`Store::record_success`], first replaying `history` (versions between the
+    /// last known one and `snapshot`, from ListImageSetVersions) so that transitions the
+    /// polls skipped are counted and reported as backfilled.
+    pub fn record_success_after(
+        &self,
+        key: &ImageSetKey,
+        history: &[VersionRecord],
+        snapshot: Snapshot,
+        now: EpochSeconds,
+    ) -> SuccessUpdate {
         let mut state = self.write();
         let State {
             entries,
             workflow_transitions,
             storage_tier_transitions,
+            ..
         } = &mut *state;
-        let entry = entries.entry(*key).or_insert_with(|| Entry::new(None));
+        let entry = entries
+            .entry(*key)
+            .or_insert_with(|| Entry::new(None, Origin::Configured));
         let mut update = SuccessUpdate {
             recovered_from: entry.last_error.take(),
             ..SuccessUpdate::default()
         };
-        match &entry.snapshot {
+        let mut count = |entry: &mut Entry, ts: &[Transition]| {
+            for t in ts {
+                let counter = match t.kind {
+                    EventKind::WorkflowStatusChanged => {
+                        entry.status_since = Some(now);
+                        &mut *workflow_transitions
+                    }
+                    EventKind::StorageTierChanged => &mut *storage_tier_transitions,
+                    _ => continue,
+                };
+                *counter
+                    .entry((key.datastore_id, t.from.clone(), t.to.clone()))
+                    .or_default() += 1;
+            }
+        };
+        match entry.snapshot.take() {
             None => {
                 update.first_sight = true;
                 entry.status_since = Some(snapshot.updated_at.unwrap_or(now));
             }
-            Some(old) => {
-                update.transitions = transitions::diff(old, &snapshot);
-                for t in &update.transitions {
-                    let counter = match t.kind {
-                        EventKind::WorkflowStatusChanged => {
-                            entry.status_since = Some(now);
-                            &mut *workflow_transitions
-                        }
-                        EventKind::StorageTierChanged => &mut *storage_tier_transitions,
-                        _ => continue,
-                    };
-                    *counter
-                        .entry((key.datastore_id, t.from.clone(), t.to.clone()))
-                        .or_default() += 1;
+            Some(mut old) => {
+                let mut skipped: Vec<&VersionRecord> = history
+                    .iter()
+                    .filter(|r| r.version_id > old.version_id && r.version_id < snapshot.version_id)
+                    .collect();
+                skipped.sort_by_key(|r| r.version_id);
+                skipped.dedup_by_key(|r| r.version_id);
+                for record in skipped {
+                    let between = record.apply_to(&old);
+                    let found = transitions::diff(&old, &between);
+                    count(entry, &found);
+                    update
+                        .backfilled
+                        .extend(found.into_iter().map(|transition| Backfilled {
+                            version: between.version_id,
+                            message: between.message.clone(),
+                            transition,
+                        }));
+                    old = between;
                 }
+                update.transitions = transitions::diff(&old, &snapshot);
+                count(entry, &update.transitions);
             }
         }
+        entry.listed = None;
         entry.snapshot = Some(snapshot);
         entry.up = true;
         entry.gone = false;
         entry.last_success = Some(now);
         update
+    }
+
+    /// The version of `key` last read by GetImageSet, if any.
+    pub fn known_version(&self, key: &ImageSetKey) -> Option<VersionId> {
+        self.read()
+            .entries
+            .get(key)
+            .and_then(|e| e.snapshot.as_ref())
+            .map(|s| s.version_id)
+    }
+
+    /// Records a discovered image set as SearchImageSets listed it; returns true if it is
+    /// new. Properties already read by GetImageSet are kept (they are more complete).
+    pub fn record_listed(&self, datastore: DatastoreId, summary: ImageSetSummary) -> bool {
+        let key = ImageSetKey {
+            datastore_id: datastore,
+            image_set_id: summary.image_set_id,
+        };
+        let mut state = self.write();
+        let mut new = false;
+        let entry = state.entries.entry(key).or_insert_with(|| {
+            new = true;
+            Entry::new(None, Origin::Discovered)
+        });
+        if entry.snapshot.is_none() {
+            entry.listed = Some(summary);
+        }
+        new
+    }
+
+    /// Records what ListDatastores/GetDatastore said about a datastore.
+    pub fn record_datastore(&self, datastore: DatastoreSummary) {
+        self.write().datastores.insert(datastore.id, datastore);
+    }
+
+    /// Records that a discovery sweep of `datastore` completed at `now`.
+    pub fn record_sweep(&self, datastore: DatastoreId, sweep: Sweep, now: EpochSeconds) {
+        self.write().sweeps.insert((datastore, sweep), now);
     }
 
     /// Records a failed poll; the last snapshot stays as it was.
@@ -167,7 +295,7 @@ impl Store {
         let entry = state
             .entries
             .entry(*key)
-            .or_insert_with(|| Entry::new(None));
+            .or_insert_with(|| Entry::new(None, Origin::Configured));
         entry.up = false;
         let mut update = FailureUpdate {
             newly_failing: entry.last_error != Some(error.kind),
@@ -314,5 +442,87 @@ mod tests {
             .record_failure(&key(), &error(ErrorKind::NotFound))
             .gone
             .is_none());
+    }
+
+    fn record(version: u64, status: &str) -> VersionRecord {
+        VersionRecord {
+            version_id: VersionId::new(version),
+            workflow_status: Some(WorkflowStatus::from_api(status)),
+            state: ImageSetState::Active,
+            is_primary: Some(true),
+            forced: None,
+            message: (status == "UPDATE_FAILED").then(|| "bad tag".to_string()),
+            updated_at: Some(600.0 + version as f64),
+            deleted_at: None,
+        }
+    }
+
+    #[test]
+    fn skipped_versions_are_backfilled_in_order_and_counted() {
+        let s = store();
+        let mut v1 = snap("UPDATED", "FREQUENT_ACCESS");
+        v1.version_id = VersionId::new(1);
+        s.record_success(&key(), v1, 1000.0);
+        let mut v3 = snap("UPDATED", "FREQUENT_ACCESS");
+        v3.version_id = VersionId::new(3);
+        // In any order; versions outside (1, 3) are ignored.
+        let history = [
+            record(1, "UPDATED"),
+            record(3, "UPDATED"),
+            record(2, "UPDATE_FAILED"),
+        ];
+        let u = s.record_success_after(&key(), &history, v3, 1060.0);
+        let backfilled: Vec<_> = u
+            .backfilled
+            .iter()
+            .map(|b| (b.version.get(), b.transition.kind, b.transition.to.as_str()))
+            .collect();
+        assert_eq!(
+            backfilled,
+            [
+                (2, EventKind::VersionChanged, "2"),
+                (2, EventKind::WorkflowStatusChanged, "UPDATE_FAILED"),
+            ]
+        );
+        assert_eq!(u.backfilled[0].message.as_deref(), Some("bad tag"));
+        let observed: Vec<_> = u
+            .transitions
+            .iter()
+            .map(|t| (t.kind, t.to.as_str()))
+            .collect();
+        assert_eq!(
+            observed,
+            [
+                (EventKind::VersionChanged, "3"),
+                (EventKind::WorkflowStatusChanged, "UPDATED")
+            ]
+        );
+        let state = s.read();
+        let count = |from: &str, to: &str| {
+            state.workflow_transitions[&(key().datastore_id, from.to_string(), to.to_string())]
+        };
+        assert_eq!(count("UPDATED", "UPDATE_FAILED"), 1);
+        assert_eq!(count("UPDATE_FAILED", "UPDATED"), 1);
+    }
+
+    #[test]
+    fn listed_image_sets_are_added_once_and_never_overwrite_a_poll() {
+        let s = Store::new(&[]);
+        let summary = ImageSetSummary {
+            image_set_id: key().image_set_id,
+            version: Some(VersionId::new(1)),
+            created_at: None,
+            updated_at: Some(5.0),
+            storage_tier: None,
+            is_primary: None,
+        };
+        assert!(s.record_listed(key().datastore_id, summary.clone()));
+        assert!(!s.record_listed(key().datastore_id, summary.clone()));
+        assert_eq!(s.read().entries[&key()].origin, Origin::Discovered);
+        s.record_success(&key(), snap("IMPORTED", "FREQUENT_ACCESS"), 10.0);
+        s.record_listed(key().datastore_id, summary);
+        let state = s.read();
+        let e = &state.entries[&key()];
+        assert!(e.listed.is_none() && e.snapshot.is_some());
     }
 }

@@ -10,20 +10,24 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 pub use exporter::ExporterMetrics;
 
+use crate::config::{MetricsConfig, ShardingConfig};
 use crate::store::Store;
 
 /// Everything `/metrics` serves.
 pub struct Exposition {
     store: Arc<Store>,
-    detail: render::Detail,
+    view: render::View,
+    metrics: MetricsConfig,
     registry: Registry,
 }
 
 impl Exposition {
-    /// The store's families (per `detail`), self-metrics and, on Linux, process metrics.
+    /// The store's families (as `metrics` and `sharding` say), self-metrics and, on
+    /// Linux, process metrics.
     pub fn new(
         store: Arc<Store>,
-        detail: render::Detail,
+        metrics: &MetricsConfig,
+        sharding: ShardingConfig,
         exporter: &ExporterMetrics,
     ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
@@ -34,7 +38,8 @@ impl Exposition {
         ))?;
         Ok(Exposition {
             store,
-            detail,
+            view: render::View::new(metrics, sharding),
+            metrics: metrics.clone(),
             registry,
         })
     }
@@ -42,9 +47,11 @@ impl Exposition {
     /// Renders the text exposition. The store's read lock is held only while its part renders.
     pub fn encode(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut text = String::new();
-        render::render(&self.store.read(), self.detail, &mut text);
+        render::render(&self.store.read(), &self.view, &mut text);
         let mut body = text.into_bytes();
-        TextEncoder::new().encode(&self.registry.gather(), &mut body)?;
+        let mut families = self.registry.gather();
+        families.retain(|f| self.metrics.family_enabled(f.name()));
+        TextEncoder::new().encode(&families, &mut body)?;
         Ok(body)
     }
 }

@@ -8,9 +8,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::config::{MetricsConfig, ShardingConfig};
 use crate::ids::{DatastoreId, ImageSetKey};
 use crate::model::ImageSetState;
-use crate::store::{Entry, State, TransitionKey};
+use crate::store::{Entry, Origin, State, TransitionKey};
 use crate::transitions::ABSENT;
 
 /// Name, help, type and labels of every family this module renders, in output order.
@@ -32,6 +33,12 @@ pub const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
     ("healthimaging_workflow_transitions_total", "Workflow status transitions observed by the exporter, by datastore and from/to status.", "counter", &["datastore_id", "from", "to"]),
     ("healthimaging_storage_tier_transitions_total", "Storage tier transitions observed by the exporter, by datastore and from/to tier.", "counter", &["datastore_id", "from", "to"]),
     ("healthimaging_targets", "Number of image sets the exporter watches.", "gauge", &[]),
+    ("healthimaging_image_set_detail_omitted", "Image sets that qualified for per-image-set series but were left out by metrics.max_detailed_image_sets (the aggregates still count them).", "gauge", &[]),
+    ("healthimaging_datastore_info", "A datastore the exporter discovers image sets in: constant 1 labelled with its name.", "gauge", &["datastore_id", "datastore_name"]),
+    ("healthimaging_datastore_status", "Current status of the datastore (ListDatastores/GetDatastore): 1 on the series of its status.", "gauge", &["datastore_id", "status"]),
+    ("healthimaging_discovery_last_sweep_timestamp_seconds", "When a discovery sweep of the datastore last completed, by sweep (changes: updatedAt window search; full: listing of every image set), in Unix seconds.", "gauge", &["datastore_id", "sweep"]),
+    ("healthimaging_shard_ordinal", "This exporter instance's shard (sharding.shard).", "gauge", &[]),
+    ("healthimaging_total_shards", "Number of shards the image sets are split into (sharding.total_shards).", "gauge", &[]),
 ];
 
 const F_INFO: usize = 0;
@@ -51,6 +58,12 @@ const F_IMAGE_SETS: usize = 13;
 const F_WORKFLOW_TRANSITIONS: usize = 14;
 const F_TIER_TRANSITIONS: usize = 15;
 const F_TARGETS: usize = 16;
+const F_DETAIL_OMITTED: usize = 17;
+const F_DATASTORE_INFO: usize = 18;
+const F_DATASTORE_STATUS: usize = 19;
+const F_LAST_SWEEP: usize = 20;
+const F_SHARD: usize = 21;
+const F_TOTAL_SHARDS: usize = 22;
 
 /// Appends `value` escaped for a label value (backslash, quote, newline).
 fn push_escaped(out: &mut String, value: &str) {
@@ -88,19 +101,24 @@ struct Family<'a> {
     out: &'a mut String,
     index: usize,
     started: bool,
+    enabled: bool,
 }
 
 impl<'a> Family<'a> {
-    fn new(out: &'a mut String, index: usize) -> Self {
+    fn new(out: &'a mut String, index: usize, view: &View) -> Self {
         Family {
             out,
             index,
             started: false,
+            enabled: view.enabled.get(index).copied().unwrap_or(true),
         }
     }
 
     /// Appends `name{ids,extra...} value`, where `ids` are an image set's id labels.
     fn sample(&mut self, ids: Option<&ImageSetKey>, extra: &[(&str, &str)], value: f64) {
+        if !self.enabled {
+            return;
+        }
         let (name, help, kind, _) = FAMILIES[self.index];
         let out = &mut *self.out;
         if !self.started {
@@ -135,11 +153,10 @@ impl<'a> Family<'a> {
 }
 
 /// Which image sets get per-image-set series (aggregates are always rendered).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Detail {
     /// Every image set.
-    #[default]
     All,
     /// Only image sets needing attention: in progress, failed, not ACTIVE, or not up.
     Unhealthy,
@@ -155,7 +172,9 @@ impl Detail {
             Detail::None => false,
             Detail::Unhealthy => {
                 let Some(snap) = &entry.snapshot else {
-                    return true;
+                    // Never read: a configured set is not up (worth showing); a
+                    // discovered one is merely not polled yet.
+                    return entry.origin == Origin::Configured;
                 };
                 !entry.up
                     || snap.state != ImageSetState::Active
@@ -223,8 +242,59 @@ fn per_set_sample(w: &mut Family<'_>, family: usize, key: &ImageSetKey, entry: &
     }
 }
 
-fn render_transitions(out: &mut String, family: usize, counts: &BTreeMap<TransitionKey, u64>) {
-    let mut w = Family::new(out, family);
+/// How the store is rendered: detail level, limits and which families are enabled.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// Detail for every image set; `None`: all for configured, unhealthy for discovered.
+    pub detail: Option<Detail>,
+    /// Most image sets with per-image-set series.
+    pub max_detailed: usize,
+    /// Per entry of [`FAMILIES`]: rendered or not (`metrics.include`/`exclude`).
+    pub enabled: Vec<bool>,
+    /// This instance's shard and the number of shards.
+    pub sharding: ShardingConfig,
+}
+
+impl View {
+    /// The view `[metrics]` and `[sharding]` ask for.
+    pub fn new(metrics: &MetricsConfig, sharding: ShardingConfig) -> Self {
+        View {
+            detail: metrics.image_set_detail,
+            max_detailed: metrics.max_detailed_image_sets,
+            enabled: FAMILIES
+                .iter()
+                .map(|(name, ..)| metrics.family_enabled(name))
+                .collect(),
+            sharding,
+        }
+    }
+
+    /// Every family, `detail` for every image set, no limit (benchmarks and tests).
+    pub fn with_detail(detail: Detail) -> Self {
+        View {
+            detail: Some(detail),
+            max_detailed: usize::MAX,
+            enabled: vec![true; FAMILIES.len()],
+            sharding: ShardingConfig::default(),
+        }
+    }
+
+    fn shows(&self, entry: &Entry) -> bool {
+        let detail = self.detail.unwrap_or(match entry.origin {
+            Origin::Configured => Detail::All,
+            Origin::Discovered => Detail::Unhealthy,
+        });
+        detail.includes(entry)
+    }
+}
+
+fn render_transitions(
+    out: &mut String,
+    family: usize,
+    view: &View,
+    counts: &BTreeMap<TransitionKey, u64>,
+) {
+    let mut w = Family::new(out, family, view);
     for ((ds, from, to), n) in counts {
         let labels = [
             ("datastore_id", ds.as_str()),
@@ -238,35 +308,49 @@ fn render_transitions(out: &mut String, family: usize, counts: &BTreeMap<Transit
 /// Rough bytes per per-image-set sample line, to size the buffer once.
 const LINE_ESTIMATE: usize = 150;
 
-/// Appends every store-derived family to `out`, with per-image-set series as `detail` says.
-pub fn render(state: &State, detail: Detail, out: &mut String) {
-    let shown: Vec<(&ImageSetKey, &Entry)> = state
-        .entries
-        .iter()
-        .filter(|(_, e)| detail.includes(e))
-        .collect();
+/// Appends every store-derived family to `out`, with per-image-set series as `view` says.
+pub fn render(state: &State, view: &View, out: &mut String) {
+    let mut omitted = 0usize;
+    let mut shown: Vec<(&ImageSetKey, &Entry)> = Vec::new();
+    for (key, entry) in &state.entries {
+        if view.shows(entry) {
+            if shown.len() < view.max_detailed {
+                shown.push((key, entry));
+            } else {
+                omitted += 1;
+            }
+        }
+    }
     out.reserve(shown.len() * (F_LAST_SUCCESS + 1) * LINE_ESTIMATE + 64 * 1024);
     for family in F_INFO..=F_LAST_SUCCESS {
-        let mut w = Family::new(out, family);
+        let mut w = Family::new(out, family, view);
+        if !w.enabled {
+            continue;
+        }
         for (key, entry) in &shown {
             per_set_sample(&mut w, family, key, entry);
         }
     }
     let mut counts: BTreeMap<(DatastoreId, &str, &str, &str), u64> = BTreeMap::new();
     for (key, entry) in &state.entries {
-        let snap = entry.snapshot.as_ref();
-        let status = snap
-            .and_then(|s| s.workflow_status.as_ref())
-            .map_or(ABSENT, |s| s.as_str());
-        let st = snap.map_or(ABSENT, |s| s.state.as_str());
-        let tier = snap
-            .and_then(|s| s.storage_tier.as_ref())
-            .map_or(ABSENT, |t| t.as_str());
+        let (status, st, tier) = match (&entry.snapshot, &entry.listed) {
+            (Some(s), _) => (
+                s.workflow_status.as_ref().map_or(ABSENT, |s| s.as_str()),
+                s.state.as_str(),
+                s.storage_tier.as_ref().map_or(ABSENT, |t| t.as_str()),
+            ),
+            (None, Some(l)) => (
+                ABSENT,
+                ABSENT,
+                l.storage_tier.as_ref().map_or(ABSENT, |t| t.as_str()),
+            ),
+            (None, None) => (ABSENT, ABSENT, ABSENT),
+        };
         *counts
             .entry((key.datastore_id, status, st, tier))
             .or_default() += 1;
     }
-    let mut w = Family::new(out, F_IMAGE_SETS);
+    let mut w = Family::new(out, F_IMAGE_SETS, view);
     for ((ds, status, st, tier), n) in counts {
         let labels = [
             ("datastore_id", ds.as_str()),
@@ -276,9 +360,46 @@ pub fn render(state: &State, detail: Detail, out: &mut String) {
         ];
         w.sample(None, &labels, n as f64);
     }
-    render_transitions(out, F_WORKFLOW_TRANSITIONS, &state.workflow_transitions);
-    render_transitions(out, F_TIER_TRANSITIONS, &state.storage_tier_transitions);
-    Family::new(out, F_TARGETS).sample(None, &[], state.entries.len() as f64);
+    render_transitions(
+        out,
+        F_WORKFLOW_TRANSITIONS,
+        view,
+        &state.workflow_transitions,
+    );
+    render_transitions(
+        out,
+        F_TIER_TRANSITIONS,
+        view,
+        &state.storage_tier_transitions,
+    );
+    Family::new(out, F_TARGETS, view).sample(None, &[], state.entries.len() as f64);
+    Family::new(out, F_DETAIL_OMITTED, view).sample(None, &[], omitted as f64);
+    let mut w = Family::new(out, F_DATASTORE_INFO, view);
+    for (id, d) in &state.datastores {
+        w.sample(
+            None,
+            &[("datastore_id", id.as_str()), ("datastore_name", &d.name)],
+            1.0,
+        );
+    }
+    let mut w = Family::new(out, F_DATASTORE_STATUS, view);
+    for (id, d) in &state.datastores {
+        w.sample(
+            None,
+            &[("datastore_id", id.as_str()), ("status", &d.status)],
+            1.0,
+        );
+    }
+    let mut w = Family::new(out, F_LAST_SWEEP, view);
+    for ((id, sweep), at) in &state.sweeps {
+        w.sample(
+            None,
+            &[("datastore_id", id.as_str()), ("sweep", sweep.as_str())],
+            *at,
+        );
+    }
+    Family::new(out, F_SHARD, view).sample(None, &[], f64::from(view.sharding.shard));
+    Family::new(out, F_TOTAL_SHARDS, view).sample(None, &[], f64::from(view.sharding.total_shards));
 }
 
 #[cfg(test)]
@@ -327,7 +448,7 @@ mod tests {
 
     fn text(state: &State, detail: Detail) -> String {
         let mut out = String::new();
-        render(state, detail, &mut out);
+        render(state, &View::with_detail(detail), &mut out);
         out
     }
 
