@@ -41,7 +41,7 @@ pub struct Config {
     #[serde(default)]
     pub image_sets: Vec<ImageSetTarget>,
     /// Datastores whose image sets are discovered and watched.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub discovery: Vec<DiscoveryRule>,
 }
 

@@ -3,6 +3,7 @@
 mod alerting;
 mod budget;
 mod deploy;
+mod discovery;
 mod exporter_metrics;
 mod exporter_process;
 mod helpers;
