@@ -447,8 +447,10 @@ impl Scenario {
                 ));
             }
             for (tag, value) in set.dicom_tags.iter().flatten() {
-                vocab::check_dicom_tag(tag, value)
-                    .map_err(|why| (format!("image_sets[{n}].dicom_tags.{tag}"), why))?;
+                vocab::check_dicom_tag(tag, value).map_err(|why| {
+                    let why = why.strip_prefix(&format!("{tag}: ")).unwrap_or(&why);
+                    (format!("image_sets[{n}].dicom_tags.{tag}"), why.to_string())
+                })?;
             }
             if let (Some(created), Some(updated)) = (set.created_ago, set.updated_ago) {
                 if updated > created {
