@@ -961,7 +961,10 @@ mod tests {
             .image_sets()
             .map(|(_, _, s)| s.latest().created_at)
             .fold(f64::MAX, f64::min);
-        assert!(a.datastores()[DS].created_at <= first_created, "the datastore is older");
+        assert!(
+            a.datastores()[DS].created_at <= first_created,
+            "the datastore is older"
+        );
     }
 
     #[test]
