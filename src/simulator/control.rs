@@ -86,15 +86,72 @@ pub fn parse_patch(key: &Key, body: &[u8]) -> Result<Patch, String> {
                     other => return Err(format!("lastAccessedAt: expected epoch seconds, got {other}")),
                 })
             }
+            "DICOMTags" => {
+                patch.dicom_tags = Some(match value {
+                    Value::Null => None,
+                    Value::Object(tags) => {
+                        for (tag, v) in tags {
+                            vocab::check_dicom_tag(tag, v).map_err(|why| format!("DICOMTags.{why}"))?;
+                        }
+                        Some(tags.clone())
+                    }
+                    other => return Err(format!("DICOMTags: expected an object or null, got {other}")),
+                })
+            }
             other => {
                 return Err(format!(
                     "{other}: unknown or read-only field (settable: imageSetWorkflowStatus, imageSetState, \
-                     storageTier, versionId, message, overrides, isPrimary, lastAccessedAt, allowUnknownValues)"
+                     storageTier, versionId, message, overrides, isPrimary, lastAccessedAt, DICOMTags, \
+                     allowUnknownValues)"
                 ))
             }
         }
     }
     Ok(patch)
+}
+
+/// Parses a `PUT /_simulator/datastore/{d}` body into (name, status), naming the field on error.
+pub fn parse_datastore_patch(body: &[u8]) -> Result<(Option<String>, Option<String>), String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+    let Value::Object(fields) = value else {
+        return Err("body must be a JSON object".into());
+    };
+    let allow_unknown = match fields.get("allowUnknownValues") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(format!(
+                "allowUnknownValues: expected a boolean, got {other}"
+            ))
+        }
+    };
+    let (mut name, mut status) = (None, None);
+    for (field, value) in &fields {
+        match field.as_str() {
+            "allowUnknownValues" => {}
+            "datastoreStatus" => {
+                status = Some(enum_field(field, value, vocab::DATASTORE_STATUSES, allow_unknown)?)
+            }
+            "datastoreName" => {
+                let text = value
+                    .as_str()
+                    .ok_or_else(|| format!("datastoreName: expected a string, got {value}"))?;
+                if !vocab::is_datastore_name(text) {
+                    return Err(format!(
+                        "datastoreName: `{text}` does not match [A-Za-z0-9._/#-]+ (1 to 256 characters)"
+                    ));
+                }
+                name = Some(text.to_string());
+            }
+            other => {
+                return Err(format!(
+                    "{other}: unknown or read-only field (settable: datastoreStatus, datastoreName, allowUnknownValues)"
+                ))
+            }
+        }
+    }
+    Ok((name, status))
 }
 
 fn enum_field(
@@ -244,6 +301,57 @@ mod tests {
             Some("ARCHIVING")
         );
         assert!(parse_patch(&key(), br#"{"imageSetWorkflowStatus":"ARCHIVING"}"#).is_err());
+    }
+
+    #[test]
+    fn dicom_tags_are_checked_against_the_model() {
+        let p = parse_patch(
+            &key(),
+            br#"{"DICOMTags":{"DICOMPatientId":"P1","DICOMSeriesNumber":2}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.dicom_tags.unwrap().unwrap().len(), 2);
+        assert_eq!(
+            parse_patch(&key(), br#"{"DICOMTags":null}"#)
+                .unwrap()
+                .dicom_tags,
+            Some(None)
+        );
+        for body in [
+            r#"{"DICOMTags":{"PatientId":"P1"}}"#,
+            r#"{"DICOMTags":"P1"}"#,
+        ] {
+            assert!(
+                parse_patch(&key(), body.as_bytes())
+                    .unwrap_err()
+                    .starts_with("DICOMTags"),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn datastore_patches_are_validated() {
+        assert_eq!(
+            parse_datastore_patch(br#"{"datastoreStatus":"DELETING","datastoreName":"a-b"}"#),
+            Ok((Some("a-b".into()), Some("DELETING".into())))
+        );
+        for (body, field) in [
+            (r#"{"datastoreStatus":"GONE"}"#, "datastoreStatus"),
+            (r#"{"datastoreName":"a b"}"#, "datastoreName"),
+            (r#"{"status":"ACTIVE"}"#, "status"),
+        ] {
+            assert!(
+                parse_datastore_patch(body.as_bytes())
+                    .unwrap_err()
+                    .starts_with(field),
+                "{body}"
+            );
+        }
+        assert!(parse_datastore_patch(
+            br#"{"datastoreStatus":"ARCHIVED","allowUnknownValues":true}"#
+        )
+        .is_ok());
     }
 
     #[test]

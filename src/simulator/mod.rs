@@ -5,12 +5,14 @@
 
 pub mod control;
 pub mod scenario;
+pub mod search;
 pub mod vocab;
 pub mod wire;
 pub mod world;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::httpd;
 use scenario::FaultsSpec;
 pub use scenario::{Scenario, ScenarioError};
+use search::Criteria;
 use wire::{json_response, ApiError};
 use world::{Key, World};
 
@@ -176,9 +179,16 @@ impl Simulator {
         &self,
         req: Request<Incoming>,
     ) -> (&'static str, Result<serde_json::Value, ApiError>) {
-        let segments: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
+        let path = req.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let operation = match (req.method(), segments.as_slice()) {
+            (&Method::GET, ["datastore"]) => "ListDatastores",
+            (&Method::GET, ["datastore", _]) => "GetDatastore",
+            (&Method::POST, ["datastore", _, "searchImageSets"]) => "SearchImageSets",
             (&Method::POST, ["datastore", _, "imageSet", _, "getImageSet"]) => "GetImageSet",
+            (&Method::POST, ["datastore", _, "imageSet", _, "listImageSetVersions"]) => {
+                "ListImageSetVersions"
+            }
             _ => return ("UnknownOperation", Err(ApiError::unknown_operation())),
         };
         let signed = req
@@ -202,16 +212,152 @@ impl Simulator {
             Some(Fault::AccessDenied) => {
                 return (
                     operation,
-                    Err(ApiError::access_denied(
-                        "User is not authorized to perform: medical-imaging:GetImageSet",
-                    )),
+                    Err(ApiError::access_denied(format!(
+                        "User is not authorized to perform: medical-imaging:{operation}"
+                    ))),
                 )
             }
             None => {}
         }
-        let query = req.uri().query().unwrap_or("");
-        let result = self.get_image_set(segments[1], segments[3], query_param(query, "version"));
+        let query = req.uri().query().unwrap_or("").to_string();
+        let result = match operation {
+            "ListDatastores" => self.list_datastores(&query),
+            "GetDatastore" => self.get_datastore(segments[1]),
+            "SearchImageSets" => match read_body(req).await {
+                Ok(body) => self.search_image_sets(segments[1], &query, &body),
+                Err(message) => Err(ApiError::validation(message)),
+            },
+            "ListImageSetVersions" => {
+                self.list_image_set_versions(segments[1], segments[3], &query)
+            }
+            _ => self.get_image_set(segments[1], segments[3], query_param(&query, "version")),
+        };
         (operation, result)
+    }
+
+    fn list_datastores(&self, query: &str) -> Result<serde_json::Value, ApiError> {
+        let status = query_value(query, "datastoreStatus");
+        if let Some(s) = status.as_deref() {
+            if !vocab::DATASTORE_STATUSES.contains(&s) {
+                return Err(ApiError::validation(format!(
+                    "1 validation error detected: Value '{s}' at 'datastoreStatus' failed to satisfy constraint: \
+                     Member must satisfy enum value set: [{}]",
+                    vocab::DATASTORE_STATUSES.join(", ")
+                )));
+            }
+        }
+        let max = search::parse_max_results(query_value(query, "maxResults").as_deref())
+            .map_err(ApiError::validation)?;
+        let after = query_value(query, "nextToken")
+            .map(|t| search::parse_datastore_token(&t))
+            .transpose()
+            .map_err(ApiError::validation)?;
+        let world = self.world();
+        let range = match &after {
+            Some(id) => (Bound::Excluded(id.as_str()), Bound::Unbounded),
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let mut matching = world
+            .datastores()
+            .range::<str, _>(range)
+            .filter(|(_, ds)| status.as_deref().is_none_or(|s| ds.status == s));
+        let page: Vec<_> = matching.by_ref().take(max).collect();
+        let mut body = json!({
+            "datastoreSummaries": page
+                .iter()
+                .map(|(id, ds)| wire::datastore(id, ds, &world.datastore_arn(id)))
+                .collect::<Vec<_>>(),
+        });
+        if let (Some(_), Some((last, _))) = (matching.next(), page.last()) {
+            body["nextToken"] = json!(search::datastore_token(last));
+        }
+        Ok(body)
+    }
+
+    fn get_datastore(&self, datastore_id: &str) -> Result<serde_json::Value, ApiError> {
+        check_ids(&[("datastoreId", datastore_id)])?;
+        let world = self.world();
+        let ds = world
+            .datastores()
+            .get(datastore_id)
+            .ok_or_else(|| ApiError::not_found(format!("Datastore {datastore_id} not found")))?;
+        Ok(json!({
+            "datastoreProperties": wire::datastore(datastore_id, ds, &world.datastore_arn(datastore_id)),
+        }))
+    }
+
+    fn search_image_sets(
+        &self,
+        datastore_id: &str,
+        query: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value, ApiError> {
+        check_ids(&[("datastoreId", datastore_id)])?;
+        let max = search::parse_max_results(query_value(query, "maxResults").as_deref())
+            .map_err(ApiError::validation)?;
+        let criteria: Criteria = search::parse_criteria(body).map_err(ApiError::validation)?;
+        let cursor = query_value(query, "nextToken")
+            .map(|t| criteria.parse_token(&t))
+            .transpose()
+            .map_err(ApiError::validation)?;
+        let world = self.world();
+        let ds = world
+            .datastores()
+            .get(datastore_id)
+            .ok_or_else(|| ApiError::not_found(format!("Datastore {datastore_id} not found")))?;
+        let (field, descending) = criteria.order();
+        let mut matching = ds
+            .scan(field, descending, criteria.range(), cursor)
+            .filter(|(_, set)| criteria.matches(set));
+        let page: Vec<_> = matching.by_ref().take(max).collect();
+        let mut out = json!({
+            "imageSetsMetadataSummaries": page
+                .iter()
+                .map(|(id, set)| wire::image_set_summary(id, set))
+                .collect::<Vec<_>>(),
+        });
+        if let Some(sort) = criteria.sort_json() {
+            out["sort"] = sort;
+        }
+        if let (Some(_), Some((id, set))) = (matching.next(), page.last()) {
+            out["nextToken"] = json!(criteria.token(criteria.cursor_of(id, set)));
+        }
+        Ok(out)
+    }
+
+    fn list_image_set_versions(
+        &self,
+        datastore_id: &str,
+        image_set_id: &str,
+        query: &str,
+    ) -> Result<serde_json::Value, ApiError> {
+        check_ids(&[("datastoreId", datastore_id), ("imageSetId", image_set_id)])?;
+        let max = search::parse_max_results(query_value(query, "maxResults").as_deref())
+            .map_err(ApiError::validation)?;
+        let below = query_value(query, "nextToken")
+            .map(|t| search::parse_version_token(&t))
+            .transpose()
+            .map_err(ApiError::validation)?;
+        let world = self.world();
+        let set = world
+            .image_set(datastore_id, image_set_id)
+            .ok_or_else(|| image_set_not_found(datastore_id, image_set_id))?;
+        let mut newest_first = set
+            .versions
+            .iter()
+            .rev()
+            .filter(|v| below.is_none_or(|b| v.number < b));
+        let page: Vec<_> = newest_first.by_ref().take(max).collect();
+        let mut out = json!({
+            "imageSetPropertiesList": page
+                .iter()
+                .map(|v| wire::image_set_version(image_set_id, v))
+                .collect::<Vec<_>>(),
+        });
+        if let (Some(_), Some(last)) = (newest_first.next(), page.last()) {
+            out["nextToken"] = json!(search::version_token(last.number));
+        }
+        Ok(out)
     }
 
     fn get_image_set(
@@ -220,14 +366,8 @@ impl Simulator {
         image_set_id: &str,
         version: Option<&str>,
     ) -> Result<serde_json::Value, ApiError> {
-        let mut problems = Vec::new();
-        for (member, value) in [("datastoreId", datastore_id), ("imageSetId", image_set_id)] {
-            if !vocab::is_resource_id(value) {
-                problems.push(format!(
-                    "Value '{value}' at '{member}' failed to satisfy constraint: Member must satisfy regular expression pattern: [0-9a-z]{{32}}"
-                ));
-            }
-        }
+        let mut problems =
+            id_problems(&[("datastoreId", datastore_id), ("imageSetId", image_set_id)]);
         let version = match version {
             None => None,
             Some(v) => match vocab::parse_version(v) {
@@ -240,31 +380,22 @@ impl Simulator {
                 }
             },
         };
-        if !problems.is_empty() {
-            return Err(ApiError::validation(format!(
-                "{} validation error{} detected: {}",
-                problems.len(),
-                if problems.len() == 1 { "" } else { "s" },
-                problems.join("; ")
-            )));
-        }
+        validation_problems(problems)?;
         let world = self.world();
-        let key: Key = (datastore_id.to_string(), image_set_id.to_string());
-        let set = world.image_sets.get(&key).ok_or_else(|| {
-            ApiError::not_found(format!(
-                "Image set {image_set_id} not found in datastore {datastore_id}"
-            ))
-        })?;
+        let set = world
+            .image_set(datastore_id, image_set_id)
+            .ok_or_else(|| image_set_not_found(datastore_id, image_set_id))?;
         let props = match version {
             None => set.latest(),
-            Some(n) => set.versions.get(&n).ok_or_else(|| {
+            Some(n) => set.version(n).ok_or_else(|| {
                 ApiError::not_found(format!("Version {n} of image set {image_set_id} not found"))
             })?,
         };
         Ok(wire::image_set_properties(
-            &key,
+            datastore_id,
+            image_set_id,
             props,
-            &world.image_set_arn(&key),
+            &world.image_set_arn(datastore_id, image_set_id),
         ))
     }
 
@@ -283,20 +414,49 @@ impl Simulator {
             (&Method::GET, ["image-sets"]) => {
                 let world = self.world();
                 let sets: Vec<_> = world
-                    .image_sets
-                    .iter()
-                    .map(|(key, set)| {
+                    .image_sets()
+                    .map(|(d, i, set)| {
                         let mut props = wire::image_set_properties(
-                            key,
+                            d,
+                            i,
                             set.latest(),
-                            &world.image_set_arn(key),
+                            &world.image_set_arn(d, i),
                         );
-                        props["versions"] =
-                            json!(set.versions.keys().map(u64::to_string).collect::<Vec<_>>());
+                        props["versions"] = json!(set
+                            .versions
+                            .iter()
+                            .map(|v| v.number.to_string())
+                            .collect::<Vec<_>>());
                         props
                     })
                     .collect();
                 ok(json!({ "imageSets": sets }))
+            }
+            (&Method::GET, ["datastores"]) => {
+                let world = self.world();
+                let all: Vec<_> = world
+                    .datastores()
+                    .iter()
+                    .map(|(id, ds)| wire::datastore(id, ds, &world.datastore_arn(id)))
+                    .collect();
+                ok(json!({ "datastores": all }))
+            }
+            (&Method::PUT, ["datastore", d]) => {
+                if !vocab::is_resource_id(d) {
+                    return control_error(
+                        StatusCode::BAD_REQUEST,
+                        "the datastore id must be 32 characters of 0-9 and a-z",
+                        request_id,
+                    );
+                }
+                let (name, status) = match control::parse_datastore_patch(body) {
+                    Ok(patch) => patch,
+                    Err(m) => return control_error(StatusCode::BAD_REQUEST, &m, request_id),
+                };
+                let mut world = self.world();
+                world.put_datastore(d, name, status, now_epoch());
+                let arn = world.datastore_arn(d);
+                ok(wire::datastore(d, &world.datastores()[*d], &arn))
             }
             (_, ["datastore", d, "imageSet", i]) => {
                 if !vocab::is_resource_id(d) || !vocab::is_resource_id(i) {
@@ -318,9 +478,10 @@ impl Simulator {
                         let mut world = self.world();
                         match world.apply(&key, &patch, now_epoch()) {
                             Ok(version) => ok(wire::image_set_properties(
-                                &key,
+                                d,
+                                i,
                                 &version,
-                                &world.image_set_arn(&key),
+                                &world.image_set_arn(d, i),
                             )),
                             Err(e) => {
                                 control_error(StatusCode::BAD_REQUEST, &e.to_string(), request_id)
@@ -372,6 +533,39 @@ impl Simulator {
     }
 }
 
+/// The problems of ids that do not match the model's `[0-9a-z]{32}`.
+fn id_problems(ids: &[(&str, &str)]) -> Vec<String> {
+    ids.iter()
+        .filter(|(_, value)| !vocab::is_resource_id(value))
+        .map(|(member, value)| format!(
+            "Value '{value}' at '{member}' failed to satisfy constraint: Member must satisfy regular expression pattern: [0-9a-z]{{32}}"
+        ))
+        .collect()
+}
+
+/// A ValidationException listing `problems` as the service does, if there are any.
+fn validation_problems(problems: Vec<String>) -> Result<(), ApiError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::validation(format!(
+        "{} validation error{} detected: {}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        problems.join("; ")
+    )))
+}
+
+fn check_ids(ids: &[(&str, &str)]) -> Result<(), ApiError> {
+    validation_problems(id_problems(ids))
+}
+
+fn image_set_not_found(datastore_id: &str, image_set_id: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "Image set {image_set_id} not found in datastore {datastore_id}"
+    ))
+}
+
 fn control_error(status: StatusCode, message: &str, request_id: &str) -> Response<Full<Bytes>> {
     json_response(
         status,
@@ -405,6 +599,34 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// A query parameter's value, percent-decoded; None when absent or not valid UTF-8.
+fn query_value(query: &str, name: &str) -> Option<String> {
+    let raw = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == name)?
+        .1;
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 fn new_request_id() -> String {
@@ -477,6 +699,19 @@ mod tests {
         assert_eq!(query_param("a=1&version=12", "version"), Some("12"));
         assert_eq!(query_param("versions=1", "version"), None);
         assert_eq!(query_param("", "version"), None);
+        assert_eq!(
+            query_value("maxResults=5&nextToken=a%2Eb%3D", "nextToken").as_deref(),
+            Some("a.b=")
+        );
+        assert_eq!(
+            query_value("nextToken=%4", "nextToken").as_deref(),
+            Some("%4")
+        );
+        assert_eq!(
+            query_value("nextToken=%", "nextToken").as_deref(),
+            Some("%")
+        );
+        assert_eq!(query_value("a=1", "nextToken"), None);
     }
 
     #[test]

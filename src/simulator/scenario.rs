@@ -1,6 +1,6 @@
 //! Scenario files: the simulator's initial datastores, image sets, timelines and faults.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -92,6 +92,9 @@ checked_string!(
     /// A storage tier from a scenario.
     StorageTierSpec, |s| one_of(vocab::STORAGE_TIERS)(s), "storage_tier");
 checked_string!(
+    /// A datastore status from a scenario.
+    DatastoreStatusSpec, |s| one_of(vocab::DATASTORE_STATUSES)(s), "status");
+checked_string!(
     /// A version id from a scenario.
     VersionSpec, |s| vocab::parse_version(s).map(|_| ()).ok_or_else(|| "expected a decimal number".to_string()), "version_id");
 
@@ -147,6 +150,15 @@ pub struct GenerateSpec {
     /// Their storage tier (default FREQUENT_ACCESS).
     #[serde(default)]
     pub storage_tier: Option<StorageTierSpec>,
+    /// Weights of workflow statuses, instead of one `workflow_status`.
+    #[serde(default)]
+    pub workflow_status_mix: Option<BTreeMap<String, u32>>,
+    /// Weights of storage tiers, instead of one `storage_tier`.
+    #[serde(default)]
+    pub storage_tier_mix: Option<BTreeMap<String, u32>>,
+    /// `updatedAt` spread over this span before start (default: all updated 1 day before).
+    #[serde(default, with = "humantime_serde")]
+    pub updated_spread: Option<Duration>,
 }
 
 impl GenerateSpec {
@@ -187,9 +199,12 @@ pub struct FaultsSpec {
 pub struct DatastoreSpec {
     /// Its id.
     pub id: DatastoreIdSpec,
-    /// Its name.
+    /// Its name (`[A-Za-z0-9._/#-]+`; default `datastore-<first 8 characters of the id>`).
     #[serde(default)]
     pub name: Option<String>,
+    /// Its status (default ACTIVE).
+    #[serde(default)]
+    pub status: Option<DatastoreStatusSpec>,
 }
 
 /// An image set's initial properties and timeline.
@@ -230,6 +245,9 @@ pub struct ImageSetSpec {
     /// How long before simulator start it was last accessed (absent when unset).
     #[serde(default, with = "humantime_serde")]
     pub last_accessed_ago: Option<Duration>,
+    /// DICOM tags SearchImageSets returns, keyed as in the model's `DICOMTags` shape.
+    #[serde(default)]
+    pub dicom_tags: Option<BTreeMap<String, serde_json::Value>>,
     /// Changes applied at fixed offsets from simulator start.
     #[serde(default)]
     pub timeline: Vec<TimelineStep>,
@@ -334,6 +352,12 @@ impl Scenario {
                     format!("duplicate datastore `{}`", ds.id.0),
                 ));
             }
+            if let Some(name) = ds.name.as_deref().filter(|n| !vocab::is_datastore_name(n)) {
+                return Err((
+                    format!("datastores[{n}].name"),
+                    format!("`{name}` does not match [A-Za-z0-9._/#-]+ (1 to 256 characters)"),
+                ));
+            }
         }
         for (n, block) in self.generate.iter().enumerate() {
             if !datastores.is_empty() && !datastores.contains(&block.datastore_id.0) {
@@ -350,6 +374,43 @@ impl Scenario {
                     format!("generate[{n}].count"),
                     format!("{} is not between 1 and 1000000", block.count),
                 ));
+            }
+            let mixes = [
+                (
+                    "workflow_status_mix",
+                    &block.workflow_status_mix,
+                    block.workflow_status.is_some(),
+                    "workflow_status",
+                    vocab::WORKFLOW_STATUSES,
+                ),
+                (
+                    "storage_tier_mix",
+                    &block.storage_tier_mix,
+                    block.storage_tier.is_some(),
+                    "storage_tier",
+                    vocab::STORAGE_TIERS,
+                ),
+            ];
+            for (name, mix, single, single_name, allowed) in mixes {
+                let Some(mix) = mix else { continue };
+                let field = format!("generate[{n}].{name}");
+                if single {
+                    return Err((
+                        field,
+                        format!("set either {single_name} or {name}, not both"),
+                    ));
+                }
+                for value in mix.keys() {
+                    if !allowed.contains(&value.as_str()) {
+                        return Err((
+                            format!("{field}.{value}"),
+                            format!("unknown value, expected one of {}", allowed.join(", ")),
+                        ));
+                    }
+                }
+                if mix.values().map(|w| u64::from(*w)).sum::<u64>() == 0 {
+                    return Err((field, "the weights add up to 0".into()));
+                }
             }
         }
         for (n, set) in self.image_sets.iter().enumerate() {
@@ -384,6 +445,12 @@ impl Scenario {
                     at("image_set_id"),
                     format!("duplicate image set `{}`", set.image_set_id.0),
                 ));
+            }
+            for (tag, value) in set.dicom_tags.iter().flatten() {
+                vocab::check_dicom_tag(tag, value).map_err(|why| {
+                    let why = why.strip_prefix(&format!("{tag}: ")).unwrap_or(&why);
+                    (format!("image_sets[{n}].dicom_tags.{tag}"), why.to_string())
+                })?;
             }
             if let (Some(created), Some(updated)) = (set.created_ago, set.updated_ago) {
                 if updated > created {

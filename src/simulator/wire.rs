@@ -6,7 +6,7 @@ use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use super::world::{Key, Version};
+use super::world::{Datastore, ImageSet, Version};
 
 /// An API error: the code goes to `x-amzn-ErrorType`, the message to the body.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,10 +94,15 @@ fn timestamp(t: f64) -> Value {
 }
 
 /// The GetImageSet response body for one version of an image set.
-pub fn image_set_properties(key: &Key, version: &Version, arn: &str) -> Value {
+pub fn image_set_properties(
+    datastore_id: &str,
+    image_set_id: &str,
+    version: &Version,
+    arn: &str,
+) -> Value {
     let mut body = Map::new();
-    body.insert("datastoreId".into(), json!(key.0));
-    body.insert("imageSetId".into(), json!(key.1));
+    body.insert("datastoreId".into(), json!(datastore_id));
+    body.insert("imageSetId".into(), json!(image_set_id));
     body.insert("versionId".into(), json!(version.number.to_string()));
     body.insert("imageSetState".into(), json!(version.state));
     body.insert(
@@ -121,5 +126,64 @@ pub fn image_set_properties(key: &Key, version: &Version, arn: &str) -> Value {
         body.insert("lastAccessedAt".into(), timestamp(t));
     }
     body.insert("storageTier".into(), json!(version.storage_tier));
+    Value::Object(body)
+}
+
+/// A `DatastoreSummary` (ListDatastores) or `DatastoreProperties` (GetDatastore): the
+/// simulator has no KMS key, Lambda authorizer or storage format to report.
+pub fn datastore(id: &str, ds: &Datastore, arn: &str) -> Value {
+    json!({
+        "datastoreId": id,
+        "datastoreName": ds.name,
+        "datastoreStatus": ds.status,
+        "datastoreArn": arn,
+        "createdAt": timestamp(ds.created_at),
+        "updatedAt": timestamp(ds.updated_at),
+    })
+}
+
+/// An `ImageSetsMetadataSummary` (SearchImageSets) of an image set's latest version: no
+/// workflow status, state or message; the version is an integer; DICOM tags included.
+pub fn image_set_summary(image_set_id: &str, set: &ImageSet) -> Value {
+    let version = set.latest();
+    let mut body = Map::new();
+    body.insert("imageSetId".into(), json!(image_set_id));
+    body.insert("version".into(), json!(version.number));
+    body.insert("createdAt".into(), timestamp(version.created_at));
+    body.insert("updatedAt".into(), timestamp(version.updated_at));
+    if let Some(t) = version.last_accessed_at {
+        body.insert("lastAccessedAt".into(), timestamp(t));
+    }
+    body.insert("storageTier".into(), json!(version.storage_tier));
+    if let Some(tags) = set.tags.to_json() {
+        body.insert("DICOMTags".into(), tags);
+    }
+    body.insert("isPrimary".into(), json!(version.is_primary));
+    Value::Object(body)
+}
+
+/// An `ImageSetProperties` entry (ListImageSetVersions). The model spells the workflow
+/// status key `ImageSetWorkflowStatus`, with a capital I, unlike GetImageSet.
+pub fn image_set_version(image_set_id: &str, version: &Version) -> Value {
+    let mut body = Map::new();
+    body.insert("imageSetId".into(), json!(image_set_id));
+    body.insert("versionId".into(), json!(version.number.to_string()));
+    body.insert("imageSetState".into(), json!(version.state));
+    body.insert(
+        "ImageSetWorkflowStatus".into(),
+        json!(version.workflow_status),
+    );
+    body.insert("createdAt".into(), timestamp(version.created_at));
+    body.insert("updatedAt".into(), timestamp(version.updated_at));
+    if let Some(t) = version.deleted_at {
+        body.insert("deletedAt".into(), timestamp(t));
+    }
+    if let Some(m) = &version.message {
+        body.insert("message".into(), json!(m));
+    }
+    if let Some(forced) = version.forced {
+        body.insert("overrides".into(), json!({ "forced": forced }));
+    }
+    body.insert("isPrimary".into(), json!(version.is_primary));
     Value::Object(body)
 }

@@ -366,3 +366,690 @@ async fn raw_http_answers_carry_request_ids_and_error_shapes() {
     let wrong_method = sim.http.get(&url).send().await.unwrap();
     assert_eq!(wrong_method.status().as_u16(), 404);
 }
+
+// Discovery operations: ListDatastores, GetDatastore, SearchImageSets, ListImageSetVersions.
+
+use aws_sdk_medicalimaging::types::{
+    DatastoreStatus, Operator, SearchByAttributeValue, SearchCriteria, SearchFilter, Sort,
+    SortField, SortOrder,
+};
+use aws_smithy_types::DateTime;
+
+/// Another datastore id used by the discovery tests.
+const DS2: &str = "2222222222222222222222222222222a";
+/// See [`DS2`].
+const DS3: &str = "3333333333333333333333333333333a";
+
+fn discovery_scenario() -> String {
+    format!(
+        r#"seed = 1
+[[datastores]]
+id = "{DS}"
+name = "radiology"
+
+[[datastores]]
+id = "{DS2}"
+name = "cardiology"
+status = "CREATING"
+
+[[datastores]]
+id = "{DS3}"
+
+[[image_sets]]
+datastore_id = "{DS}"
+image_set_id = "{IS1}"
+is_primary = false
+updated_ago = "1h"
+dicom_tags = {{ DICOMPatientId = "PAT-1", DICOMPatientName = "DOE^JANE", DICOMStudyInstanceUID = "1.2.3.4", DICOMSeriesNumber = 3 }}
+
+[[image_sets]]
+datastore_id = "{DS}"
+image_set_id = "{IS2}"
+created_ago = "2d"
+updated_ago = "2h"
+
+[[generate]]
+datastore_id = "{DS}"
+count = 300
+workflow_status_mix = {{ IMPORTED = 97, IMPORT_FAILED = 1, IMPORTING = 2 }}
+updated_spread = "30d"
+"#
+    )
+}
+
+type SdkErr<E> = aws_sdk_medicalimaging::error::SdkError<
+    E,
+    aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+>;
+
+fn status_and_code<E: ProvideErrorMetadata>(e: &SdkErr<E>) -> (Option<u16>, Option<String>) {
+    (
+        e.raw_response().map(|r| r.status().as_u16()),
+        e.code().map(String::from),
+    )
+}
+
+fn validation() -> (Option<u16>, Option<String>) {
+    (Some(400), Some("ValidationException".into()))
+}
+
+fn not_found() -> (Option<u16>, Option<String>) {
+    (Some(404), Some("ResourceNotFoundException".into()))
+}
+
+fn between_updated(lo: f64, hi: f64) -> SearchFilter {
+    SearchFilter::builder()
+        .values(SearchByAttributeValue::UpdatedAt(DateTime::from_secs_f64(
+            lo,
+        )))
+        .values(SearchByAttributeValue::UpdatedAt(DateTime::from_secs_f64(
+            hi,
+        )))
+        .operator(Operator::Between)
+        .build()
+        .unwrap()
+}
+
+fn equal(value: SearchByAttributeValue) -> SearchFilter {
+    SearchFilter::builder()
+        .values(value)
+        .operator(Operator::Equal)
+        .build()
+        .unwrap()
+}
+
+fn sort(field: SortField, order: SortOrder) -> Sort {
+    Sort::builder()
+        .sort_field(field)
+        .sort_order(order)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn list_datastores_pages_through_every_datastore_and_filters_by_status() {
+    let sim = TestSimulator::start(&discovery_scenario()).await;
+    let client = sim.source().await.client().clone();
+    let all: Vec<_> = client
+        .list_datastores()
+        .max_results(1)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .expect("ListDatastores pages");
+    let ids: Vec<_> = all.iter().map(|d| d.datastore_id()).collect();
+    assert_eq!(ids, [DS, DS2, DS3], "every datastore once, in id order");
+    assert_eq!(all[0].datastore_name(), "radiology");
+    assert_eq!(all[1].datastore_status(), &DatastoreStatus::Creating);
+    assert_eq!(all[2].datastore_name(), "datastore-33333333");
+    assert_eq!(
+        all[0].datastore_arn(),
+        Some(format!("arn:aws:medical-imaging:us-east-1:123456789012:datastore/{DS}").as_str())
+    );
+    assert!(all[0].created_at().unwrap() <= all[0].updated_at().unwrap());
+    assert_eq!(sim.count("ListDatastores", "success").await, 3);
+
+    let creating = client
+        .list_datastores()
+        .datastore_status(DatastoreStatus::Creating)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(creating.datastore_summaries().len(), 1);
+    assert!(creating.next_token().is_none());
+
+    // The control API changes a status, and creates datastores on the fly.
+    let url = |d: &str| format!("{}/_simulator/datastore/{d}", sim.endpoint);
+    let put = sim
+        .http
+        .put(url(DS2))
+        .json(&json!({"datastoreStatus": "ACTIVE", "datastoreName": "cardio-2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let new_ds = "4444444444444444444444444444444a";
+    let put = sim
+        .http
+        .put(url(new_ds))
+        .json(&json!({"datastoreStatus": "DELETING"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let bad = sim
+        .http
+        .put(url(DS2))
+        .json(&json!({"datastoreStatus": "GONE"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let active = client
+        .list_datastores()
+        .datastore_status(DatastoreStatus::Active)
+        .send()
+        .await
+        .unwrap();
+    let names: Vec<_> = active
+        .datastore_summaries()
+        .iter()
+        .map(|d| d.datastore_name())
+        .collect();
+    assert_eq!(names, ["radiology", "cardio-2", "datastore-33333333"]);
+    let deleting = client
+        .list_datastores()
+        .datastore_status(DatastoreStatus::Deleting)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleting.datastore_summaries()[0].datastore_id(), new_ds);
+
+    for call in [
+        client.list_datastores().max_results(0),
+        client.list_datastores().max_results(51),
+        client.list_datastores().next_token("not-a-token"),
+        client
+            .list_datastores()
+            .datastore_status(DatastoreStatus::from("RUNNING")),
+    ] {
+        let err = call.send().await.expect_err("invalid input is refused");
+        assert_eq!(status_and_code(&err), validation(), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn get_datastore_returns_its_properties_or_the_modelled_errors() {
+    let sim = TestSimulator::start(&discovery_scenario()).await;
+    let client = sim.source().await.client().clone();
+    let out = client
+        .get_datastore()
+        .datastore_id(DS2)
+        .send()
+        .await
+        .unwrap();
+    let props = out.datastore_properties().expect("datastoreProperties");
+    assert_eq!(props.datastore_id(), DS2);
+    assert_eq!(props.datastore_name(), "cardiology");
+    assert_eq!(props.datastore_status(), &DatastoreStatus::Creating);
+    assert!(props.created_at().is_some() && props.updated_at().is_some());
+
+    let unknown = client
+        .get_datastore()
+        .datastore_id("99999999999999999999999999999999")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_and_code(&unknown), not_found());
+    assert!(unknown
+        .into_service_error()
+        .is_resource_not_found_exception());
+    let bad = client
+        .get_datastore()
+        .datastore_id("NOT-AN-ID")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_and_code(&bad), validation());
+    assert!(bad.message().unwrap_or_default().contains("datastoreId"));
+    assert_eq!(sim.count("GetDatastore", "ValidationException").await, 1);
+}
+
+/// Every image set of [`DS`] with its latest updatedAt, from the control API.
+async fn updated_times(sim: &TestSimulator) -> Vec<(String, f64)> {
+    sim.get("image-sets").await["imageSets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["datastoreId"] == DS)
+        .map(|s| {
+            (
+                s["imageSetId"].as_str().unwrap().to_string(),
+                s["updatedAt"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn search_pages_newest_first_without_gaps_or_duplicates() {
+    let sim = TestSimulator::start(&discovery_scenario()).await;
+    let client = sim.source().await.client().clone();
+    let items: Vec<_> = client
+        .search_image_sets()
+        .datastore_id(DS)
+        .max_results(7)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .expect("SearchImageSets pages");
+    assert_eq!(items.len(), 302);
+    let ids: std::collections::BTreeSet<_> = items.iter().map(|s| s.image_set_id()).collect();
+    assert_eq!(ids.len(), 302, "no image set twice");
+    let times: Vec<f64> = items
+        .iter()
+        .map(|s| s.updated_at().unwrap().as_secs_f64())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "default order is updatedAt, newest first"
+    );
+    let mut expected = updated_times(&sim).await;
+    expected.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    let got: Vec<_> = items.iter().map(|s| s.image_set_id().to_string()).collect();
+    assert_eq!(
+        got,
+        expected.into_iter().map(|e| e.0).collect::<Vec<_>>(),
+        "ties broken by id"
+    );
+    assert_eq!(
+        sim.count("SearchImageSets", "success").await,
+        302_u64.div_ceil(7)
+    );
+
+    let tagged = items.iter().find(|s| s.image_set_id() == IS1).unwrap();
+    assert_eq!(tagged.version(), Some(1));
+    assert_eq!(tagged.is_primary(), Some(false));
+    assert_eq!(tagged.storage_tier(), Some(&StorageTier::FrequentAccess));
+    let tags = tagged.dicom_tags().expect("DICOMTags");
+    assert_eq!(tags.dicom_patient_name(), Some("DOE^JANE"));
+    assert_eq!(tags.dicom_series_number(), Some(3));
+    let generated = items
+        .iter()
+        .find(|s| s.image_set_id() == crate::helpers::generated_id(0, 5))
+        .unwrap();
+    let tags = generated.dicom_tags().expect("generated sets have tags");
+    assert_eq!(tags.dicom_patient_name(), Some("GENERATED^PATIENT^0-5"));
+    assert_eq!(tags.dicom_patient_id(), Some("GENPID0x5"));
+    assert!(generated.created_at().unwrap() <= generated.updated_at().unwrap());
+
+    // On the wire: no workflow status in a summary, and none of the DICOM tags in GetImageSet.
+    let signed = |url: String| {
+        sim.http
+            .post(url)
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/medical-imaging/aws4_request, SignedHeaders=host, Signature=00")
+    };
+    let page: serde_json::Value = signed(format!(
+        "{}/datastore/{DS}/searchImageSets?maxResults=2",
+        sim.endpoint
+    ))
+    .body("{}")
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let first = &page["imageSetsMetadataSummaries"][0];
+    assert!(
+        first["version"].is_u64() && first["updatedAt"].is_number(),
+        "{first}"
+    );
+    assert!(first.get("imageSetWorkflowStatus").is_none(), "{first}");
+    assert!(page.get("sort").is_none(), "sort is echoed only when given");
+    assert!(page["nextToken"].as_str().unwrap().is_ascii());
+    let get: serde_json::Value = signed(format!(
+        "{}/datastore/{DS}/imageSet/{IS1}/getImageSet",
+        sim.endpoint
+    ))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert!(get.get("DICOMTags").is_none(), "{get}");
+}
+
+#[tokio::test]
+async fn search_filters_and_sorts_like_the_service() {
+    let sim = TestSimulator::start(&discovery_scenario()).await;
+    let client = sim.source().await.client().clone();
+    let search = |criteria: SearchCriteria| {
+        client
+            .search_image_sets()
+            .datastore_id(DS)
+            .search_criteria(criteria)
+    };
+
+    // BETWEEN updatedAt, inclusive, with an ascending sort that is echoed back.
+    let times = updated_times(&sim).await;
+    let mut sorted: Vec<f64> = times.iter().map(|t| t.1).collect();
+    sorted.sort_by(f64::total_cmp);
+    let (lo, hi) = (sorted[50], sorted[120]);
+    let expected = times.iter().filter(|t| t.1 >= lo && t.1 <= hi).count();
+    let criteria = SearchCriteria::builder()
+        .filters(between_updated(lo, hi))
+        .sort(sort(SortField::UpdatedAt, SortOrder::Asc))
+        .build();
+    let first = search(criteria.clone())
+        .max_results(5)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        first.sort(),
+        Some(&sort(SortField::UpdatedAt, SortOrder::Asc))
+    );
+    let items: Vec<_> = search(criteria)
+        .max_results(5)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(items.len(), expected);
+    let got: Vec<f64> = items
+        .iter()
+        .map(|s| s.updated_at().unwrap().as_secs_f64())
+        .collect();
+    assert!((got[0] - lo).abs() < 0.001 && (got[got.len() - 1] - hi).abs() < 0.001);
+    assert!(got.windows(2).all(|w| w[0] <= w[1]), "ascending");
+
+    // createdAt, oldest first.
+    let by_created: Vec<_> = search(
+        SearchCriteria::builder()
+            .sort(sort(SortField::CreatedAt, SortOrder::Asc))
+            .build(),
+    )
+    .into_paginator()
+    .items()
+    .send()
+    .try_collect()
+    .await
+    .unwrap();
+    let created: Vec<f64> = by_created
+        .iter()
+        .map(|s| s.created_at().unwrap().as_secs_f64())
+        .collect();
+    assert!(created.windows(2).all(|w| w[0] <= w[1]));
+
+    // EQUAL on DICOM tags and isPrimary.
+    for (filter, expected) in [
+        (
+            equal(SearchByAttributeValue::DicomPatientId("PAT-1".into())),
+            vec![IS1.to_string()],
+        ),
+        (
+            equal(SearchByAttributeValue::DicomStudyInstanceUid(
+                "1.2.3.4".into(),
+            )),
+            vec![IS1.to_string()],
+        ),
+        (
+            equal(SearchByAttributeValue::DicomAccessionNumber(
+                "GENACC0x7".into(),
+            )),
+            vec![crate::helpers::generated_id(0, 7)],
+        ),
+        (
+            equal(SearchByAttributeValue::IsPrimary(false)),
+            vec![IS1.to_string()],
+        ),
+        (
+            equal(SearchByAttributeValue::DicomPatientId("nobody".into())),
+            vec![],
+        ),
+    ] {
+        let out = search(SearchCriteria::builder().filters(filter.clone()).build())
+            .send()
+            .await
+            .unwrap();
+        let ids: Vec<_> = out
+            .image_sets_metadata_summaries()
+            .iter()
+            .map(|s| s.image_set_id().to_string())
+            .collect();
+        assert_eq!(ids, expected, "{filter:?}");
+        assert!(out.next_token().is_none());
+    }
+
+    // Invalid criteria and parameters are 400 ValidationException, as the service answers.
+    let one = || between_updated(lo, hi);
+    let invalid = [
+        SearchCriteria::builder()
+            .filters(one())
+            .filters(one())
+            .filters(one())
+            .build(),
+        SearchCriteria::builder()
+            .filters(
+                SearchFilter::builder()
+                    .values(SearchByAttributeValue::UpdatedAt(DateTime::from_secs(1)))
+                    .values(SearchByAttributeValue::UpdatedAt(DateTime::from_secs(2)))
+                    .operator(Operator::Equal)
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+        SearchCriteria::builder()
+            .filters(
+                SearchFilter::builder()
+                    .values(SearchByAttributeValue::UpdatedAt(DateTime::from_secs(1)))
+                    .values(SearchByAttributeValue::CreatedAt(DateTime::from_secs(2)))
+                    .operator(Operator::Between)
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+        SearchCriteria::builder()
+            .filters(
+                SearchFilter::builder()
+                    .values(SearchByAttributeValue::UpdatedAt(DateTime::from_secs(1)))
+                    .operator(Operator::Between)
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+    ];
+    for criteria in invalid {
+        let err = search(criteria.clone()).send().await.unwrap_err();
+        assert_eq!(status_and_code(&err), validation(), "{criteria:?}");
+        assert!(err.into_service_error().is_validation_exception());
+    }
+    for call in [
+        search(SearchCriteria::builder().build()).max_results(0),
+        search(SearchCriteria::builder().build()).max_results(51),
+        search(SearchCriteria::builder().build()).next_token("s1.garbage"),
+    ] {
+        let err = call.send().await.unwrap_err();
+        assert_eq!(status_and_code(&err), validation(), "{err:?}");
+    }
+    // A token is bound to its criteria.
+    let token = search(SearchCriteria::builder().build())
+        .max_results(1)
+        .send()
+        .await
+        .unwrap()
+        .next_token()
+        .unwrap()
+        .to_string();
+    let err = search(
+        SearchCriteria::builder()
+            .sort(sort(SortField::CreatedAt, SortOrder::Asc))
+            .build(),
+    )
+    .next_token(token)
+    .send()
+    .await
+    .unwrap_err();
+    assert_eq!(status_and_code(&err), validation());
+
+    let unknown = client
+        .search_image_sets()
+        .datastore_id("99999999999999999999999999999999")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_and_code(&unknown), not_found());
+}
+
+#[tokio::test]
+async fn list_image_set_versions_shows_every_version_newest_first() {
+    let sim = TestSimulator::start(&scenario(&format!(
+        r#"[[image_sets]]
+datastore_id = "{DS}"
+image_set_id = "{IS1}"
+workflow_status = "IMPORT_FAILED"
+message = "Import failed"
+[[image_sets.timeline]]
+after = "200ms"
+version_id = "2"
+workflow_status = "UPDATING"
+forced = true
+[[image_sets.timeline]]
+after = "200ms"
+version_id = "3"
+workflow_status = "UPDATED"
+state = "LOCKED"
+"#
+    )))
+    .await;
+    let client = sim.source().await.client().clone();
+    crate::helpers::eventually("versions 2 and 3", Duration::from_secs(5), || async {
+        (sim.image_set(IS1).await["versionId"] == "3").then_some(())
+    })
+    .await;
+    let versions: Vec<_> = client
+        .list_image_set_versions()
+        .datastore_id(DS)
+        .image_set_id(IS1)
+        .max_results(1)
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .expect("ListImageSetVersions pages");
+    let numbers: Vec<_> = versions.iter().map(|v| v.version_id()).collect();
+    assert_eq!(numbers, ["3", "2", "1"]);
+    assert_eq!(
+        versions[0].image_set_workflow_status(),
+        Some(&ImageSetWorkflowStatus::Updated),
+        "the ImageSetWorkflowStatus key (capital I) parses"
+    );
+    assert_eq!(versions[0].image_set_state(), &ImageSetState::Locked);
+    assert_eq!(
+        versions[1].image_set_workflow_status(),
+        Some(&ImageSetWorkflowStatus::Updating),
+        "an old version keeps its final properties"
+    );
+    assert_eq!(versions[1].overrides().and_then(|o| o.forced()), Some(true));
+    assert_eq!(
+        versions[2].image_set_workflow_status(),
+        Some(&ImageSetWorkflowStatus::ImportFailed)
+    );
+    assert_eq!(versions[2].message(), Some("Import failed"));
+    let updated: Vec<f64> = versions
+        .iter()
+        .map(|v| v.updated_at().unwrap().as_secs_f64())
+        .collect();
+    assert!(
+        updated[0] > updated[1] && updated[1] > updated[2],
+        "{updated:?}"
+    );
+    assert_eq!(sim.count("ListImageSetVersions", "success").await, 3);
+
+    let unknown = client
+        .list_image_set_versions()
+        .datastore_id(DS)
+        .image_set_id(IS2)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(status_and_code(&unknown), not_found());
+    for call in [
+        client
+            .list_image_set_versions()
+            .datastore_id(DS)
+            .image_set_id("bad"),
+        client
+            .list_image_set_versions()
+            .datastore_id(DS)
+            .image_set_id(IS1)
+            .max_results(0),
+        client
+            .list_image_set_versions()
+            .datastore_id(DS)
+            .image_set_id(IS1)
+            .next_token("v1.x"),
+    ] {
+        let err = call.send().await.unwrap_err();
+        assert_eq!(status_and_code(&err), validation(), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn faults_stats_and_the_request_log_cover_the_discovery_operations() {
+    let sim = TestSimulator::start(&discovery_scenario()).await;
+    let client = sim.source().await.client().clone();
+    sim.set_faults(json!({"throttleRatio": 1.0})).await;
+    let err = client
+        .search_image_sets()
+        .datastore_id(DS)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status_and_code(&err),
+        (Some(429), Some("ThrottlingException".into()))
+    );
+    sim.set_faults(json!({"accessDeniedRatio": 1.0})).await;
+    let err = client.list_datastores().send().await.unwrap_err();
+    assert_eq!(
+        status_and_code(&err),
+        (Some(403), Some("AccessDeniedException".into()))
+    );
+    assert!(err.message().unwrap_or_default().contains("ListDatastores"));
+    sim.set_faults(json!({"errorRatio": 1.0})).await;
+    let err = client
+        .list_image_set_versions()
+        .datastore_id(DS)
+        .image_set_id(IS1)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        status_and_code(&err),
+        (Some(500), Some("InternalServerException".into()))
+    );
+    sim.set_faults(json!({})).await;
+    client
+        .get_datastore()
+        .datastore_id(DS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sim.count("SearchImageSets", "ThrottlingException").await, 1);
+    assert_eq!(
+        sim.count("ListDatastores", "AccessDeniedException").await,
+        1
+    );
+    assert_eq!(
+        sim.count("ListImageSetVersions", "InternalServerException")
+            .await,
+        1
+    );
+    assert_eq!(sim.count("GetDatastore", "success").await, 1);
+    let log = sim.get("requests").await;
+    let operations: Vec<_> = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["operation"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        operations,
+        [
+            "SearchImageSets",
+            "ListDatastores",
+            "ListImageSetVersions",
+            "GetDatastore"
+        ]
+    );
+}
