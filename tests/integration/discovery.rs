@@ -214,12 +214,14 @@ async fn first_sweep_counts_unknown_sets_at_once_and_reads_the_newest_first() {
          [[generate]]\ndatastore_id = \"{DS_A}\"\ncount = 150\nupdated_spread = \"30d\"\n"
     ))
     .await;
-    // 3 polls a second: the listing (3 pages) is done long before the polls.
+    // 3 calls a second: the listing (3 pages) is done long before the polls. Every window
+    // search costs a call too: at most one every 2 s here.
     let exporter = exporter(
         &sim,
         &format!(
             "[polling]\nmax_requests_per_second = 3\nburst = 3\njitter = 0\n{}",
             discovery(&format!("datastore_id = \"{DS_A}\""), "")
+                .replace("search_interval = \"300ms\"", "search_interval = \"2s\"")
         ),
     );
     ready(&exporter).await;
