@@ -86,7 +86,10 @@ async fn get_text(http: &reqwest::Client, url: &str) -> Result<(u16, String)> {
 /// Sum of `healthimaging_image_sets` and its `workflow_status="unknown"` part.
 fn counted(text: &str) -> (f64, f64) {
     let (mut total, mut unknown) = (0.0, 0.0);
-    for line in text.lines().filter(|l| l.starts_with("healthimaging_image_sets{")) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("healthimaging_image_sets{"))
+    {
         let value: f64 = line
             .rsplit_once(' ')
             .and_then(|(_, v)| v.parse().ok())
@@ -128,7 +131,9 @@ async fn main() -> Result<()> {
     let per = count / 3;
     let mut scenario = String::from("seed = 42\n");
     for (n, ds) in DATASTORES.iter().enumerate() {
-        scenario.push_str(&format!("[[datastores]]\nid = \"{ds}\"\nname = \"scale-{n}\"\n"));
+        scenario.push_str(&format!(
+            "[[datastores]]\nid = \"{ds}\"\nname = \"scale-{n}\"\n"
+        ));
     }
     for (n, ds) in DATASTORES.iter().enumerate() {
         let c = if n == 2 { count - 2 * per } else { per };
@@ -212,7 +217,9 @@ async fn main() -> Result<()> {
         let ds = DATASTORES[block];
         let changed = Instant::now();
         let resp = http
-            .put(format!("{endpoint}/_simulator/datastore/{ds}/imageSet/{id}"))
+            .put(format!(
+                "{endpoint}/_simulator/datastore/{ds}/imageSet/{id}"
+            ))
             .json(&json!({"imageSetWorkflowStatus": "IMPORT_FAILED", "message": "scale test"}))
             .send()
             .await?;
@@ -268,7 +275,10 @@ async fn main() -> Result<()> {
         status_kb(pid, "VmHWM:")? / 1024.0,
         {
             detection.sort_by(f64::total_cmp);
-            detection.get(detection.len() / 2).copied().unwrap_or(f64::NAN)
+            detection
+                .get(detection.len() / 2)
+                .copied()
+                .unwrap_or(f64::NAN)
         }
     );
     drop(exporter);

@@ -464,3 +464,86 @@ async fn reconciliation_finds_image_sets_that_vanished_without_an_update() {
     let text = exporter.metrics().await;
     assert!(text.contains("sweep=\"full\""));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_datastores_under_a_five_calls_per_second_budget() {
+    // The 100k run (examples/discovery-scale.rs) scaled down to 3,000 sets for CI.
+    let mut scenario = String::from("seed = 13\n");
+    let datastores = [DS_A, DS_B, DS_SCRATCH];
+    for (n, ds) in datastores.iter().enumerate() {
+        scenario.push_str(&format!(
+            "[[datastores]]\nid = \"{ds}\"\nname = \"scale-{n}\"\n"
+        ));
+    }
+    for ds in datastores {
+        scenario.push_str(&format!(
+            "[[generate]]\ndatastore_id = \"{ds}\"\ncount = 1000\nupdated_spread = \"30d\"\n\
+             workflow_status_mix = {{ IMPORTED = 98, IMPORT_FAILED = 2 }}\n"
+        ));
+    }
+    let sim = TestSimulator::start(&scenario).await;
+    let since = epoch_now();
+    let exporter = exporter(
+        &sim,
+        "[polling]\nmax_requests_per_second = 5\n\
+         [[discovery]]\nall_datastores = true\nsearch_interval = \"5s\"\n",
+    );
+    let addr = exporter.addr().await;
+    eventually(
+        "discovery of 3,000 sets",
+        Duration::from_secs(60),
+        || async {
+            let ready = reqwest::get(format!("http://{addr}/readyz"))
+                .await
+                .ok()?
+                .status()
+                == 200;
+            let text = exporter.metrics().await;
+            let total: f64 = datastores.iter().map(|ds| counted(&text, ds).0).sum();
+            (ready && total == 3000.0).then_some(())
+        },
+    )
+    .await;
+    let discovered = epoch_now() - since;
+    // 60 pages + 1 ListDatastores at 5/s with a burst of 10: about 10-13 s.
+    assert!(discovered < 30.0, "discovery took {discovered:.1}s");
+
+    let changed = generated_id(2, 500);
+    let at = epoch_now();
+    sim.put_image_set(
+        DS_SCRATCH,
+        &changed,
+        json!({"imageSetWorkflowStatus": "IMPORT_FAILED"}),
+    )
+    .await;
+    let failed = [
+        ("image_set_id", changed.as_str()),
+        ("status", "IMPORT_FAILED"),
+    ];
+    eventually(
+        "the failure on /metrics",
+        Duration::from_secs(30),
+        || async {
+            let text = exporter.metrics().await;
+            (sample(&text, "healthimaging_image_set_workflow_status", &failed) == Some(1.0))
+                .then_some(())
+        },
+    )
+    .await;
+    let detected = epoch_now() - at;
+    assert!(detected < 15.0, "detected after {detected:.1}s");
+
+    let requests = sim.requests_since(since).await;
+    assert!(
+        max_in_window(&requests, 10.0) <= 5 * 10 + 10,
+        "more than rate x window + burst in a 10 s window"
+    );
+    assert!(max_in_window(&requests, 1.0) <= 5 + 10);
+    assert!(requests.iter().all(|r| r.2 != "ThrottlingException"));
+    eprintln!(
+        "3,000 sets: discovered in {discovered:.1}s, failure on /metrics after {detected:.1}s, \
+         {} calls, max {} in 10 s",
+        requests.len(),
+        max_in_window(&requests, 10.0)
+    );
+}
