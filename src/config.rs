@@ -302,11 +302,11 @@ pub struct MetricsConfig {
     #[serde(default = "default_max_detailed")]
     pub max_detailed_image_sets: usize,
     /// Only metric families whose name matches one of these regexes (all when empty).
-    #[serde(default)]
-    pub include: Vec<Pattern>,
+    #[serde(default, skip_serializing_if = "Patterns::is_empty")]
+    pub include: Patterns,
     /// Metric families whose name matches one of these regexes are left out.
-    #[serde(default)]
-    pub exclude: Vec<Pattern>,
+    #[serde(default, skip_serializing_if = "Patterns::is_empty")]
+    pub exclude: Patterns,
 }
 
 fn default_max_detailed() -> usize {
@@ -319,8 +319,8 @@ impl Default for MetricsConfig {
         MetricsConfig {
             image_set_detail: None,
             max_detailed_image_sets: default_max_detailed(),
-            include: Vec::new(),
-            exclude: Vec::new(),
+            include: Patterns::default(),
+            exclude: Patterns::default(),
         }
     }
 }
@@ -328,8 +328,8 @@ impl Default for MetricsConfig {
 impl MetricsConfig {
     /// Whether the metric family `name` is exposed under `include`/`exclude`.
     pub fn family_enabled(&self, name: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|p| p.matches(name)))
-            && !self.exclude.iter().any(|p| p.matches(name))
+        (self.include.is_empty() || self.include.any_matches(name))
+            && !self.exclude.any_matches(name)
     }
 }
 
@@ -385,6 +385,55 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
+/// One regex or a list of them (`"a.*"` or `["a.*", "b"]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Patterns(pub Vec<Pattern>);
+
+impl Patterns {
+    /// No pattern configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether any pattern matches the whole of `value`.
+    pub fn any_matches(&self, value: &str) -> bool {
+        self.0.iter().any(|p| p.matches(value))
+    }
+}
+
+impl Serialize for Patterns {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Patterns {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OneOrMany;
+        impl<'de> serde::de::Visitor<'de> for OneOrMany {
+            type Value = Patterns;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a regex string or a list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Patterns, E> {
+                Pattern::deserialize(serde::de::value::StrDeserializer::new(v))
+                    .map(|p| Patterns(vec![p]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Patterns, A::Error> {
+                let mut all = Vec::new();
+                while let Some(p) = seq.next_element::<Pattern>()? {
+                    all.push(p);
+                }
+                Ok(Patterns(all))
+            }
+        }
+        d.deserialize_any(OneOrMany)
+    }
+}
+
 /// `[sharding]`: this instance watches the image sets whose id hashes to `shard`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -420,12 +469,12 @@ pub struct DiscoveryRule {
     /// Watch every datastore ListDatastores returns (filtered by include/exclude).
     #[serde(default)]
     pub all_datastores: bool,
-    /// With `all_datastores`: only datastores whose id or name matches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub include: Option<Pattern>,
-    /// With `all_datastores`: skip datastores whose id or name matches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exclude: Option<Pattern>,
+    /// With `all_datastores`: only datastores whose id or name matches one of these.
+    #[serde(default, skip_serializing_if = "Patterns::is_empty")]
+    pub include: Patterns,
+    /// With `all_datastores`: skip datastores whose id or name matches one of these.
+    #[serde(default, skip_serializing_if = "Patterns::is_empty")]
+    pub exclude: Patterns,
     /// Only primary (`true`) or only non-primary (`false`) image sets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_primary: Option<bool>,
@@ -485,7 +534,7 @@ impl DiscoveryRule {
         }
         if !self.all_datastores {
             for (field, p) in [("include", &self.include), ("exclude", &self.exclude)] {
-                if let Some(p) = p {
+                if let Some(p) = p.0.first() {
                     return bad(
                         field,
                         format!("{:?}", p.as_str()),

@@ -379,9 +379,10 @@ impl Discovery {
             });
         }
         let selected = |d: &DatastoreSummary| {
-            let matches =
-                |p: &crate::config::Pattern| p.matches(d.id.as_str()) || p.matches(&d.name);
-            rule.include.as_ref().is_none_or(matches) && !rule.exclude.as_ref().is_some_and(matches)
+            let matches = |p: &crate::config::Patterns| {
+                p.any_matches(d.id.as_str()) || p.any_matches(&d.name)
+            };
+            (rule.include.is_empty() || matches(&rule.include)) && !matches(&rule.exclude)
         };
         l.collected.extend(page.items.into_iter().filter(selected));
         if let Some(token) = page.next_token.filter(|t| !t.is_empty()) {
@@ -556,7 +557,7 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Pattern;
+    use crate::config::{Pattern, Patterns};
     use crate::ids::{ImageSetId, VersionId};
 
     fn ds(n: u8) -> DatastoreId {
@@ -567,8 +568,8 @@ mod tests {
         DiscoveryRule {
             datastore_id: datastore,
             all_datastores: datastore.is_none(),
-            include: None,
-            exclude: None,
+            include: Default::default(),
+            exclude: Default::default(),
             is_primary: None,
             refresh_interval: Duration::from_secs(300),
             search_interval: Duration::from_secs(30),
@@ -737,7 +738,7 @@ mod tests {
     fn all_datastores_watches_active_matching_ones_and_drops_vanished_ones() {
         let t0 = Instant::now();
         let mut r = rule(None);
-        r.exclude = Some(Pattern::new("scratch-.*").unwrap());
+        r.exclude = Patterns(vec![Pattern::new("scratch-.*").unwrap()]);
         let mut d = Discovery::new(vec![r], t0);
         assert!(
             !d.pending(t0).low,
