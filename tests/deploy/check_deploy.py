@@ -147,16 +147,30 @@ def check_kubernetes(docs):
         problem(kdir, "expected the exporter in the standalone Deployment and the sidecar example")
 
 
+# What the exporter calls: GetImageSet for polling, the rest for [[discovery]].
+IAM_NEEDED = {
+    "medical-imaging:GetImageSet",
+    "medical-imaging:SearchImageSets",
+    "medical-imaging:ListImageSetVersions",
+    "medical-imaging:GetDatastore",
+    "medical-imaging:ListDatastores",
+}
+# Actions that have no resource scope and so may (must) be granted on "*".
+IAM_UNSCOPED = {"medical-imaging:ListDatastores"}
+
+
 def check_iam():
     path = os.path.join(DEPLOY, "iam", "policy.json")
     policy = json.load(open(path))
     forbidden = {"medical-imaging:GetImageSetMetadata", "medical-imaging:GetImageFrame"}
-    denied = set()
+    denied, allowed = set(), set()
     for st in policy["Statement"]:
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
         if st["Effect"] == "Deny":
             denied.update(actions)
             continue
+        allowed.update(actions)
         for a in actions:
             if "*" in a:
                 problem(path, f"wildcard action {a}")
@@ -164,6 +178,12 @@ def check_iam():
                 problem(path, f"{a} must never be allowed (PHI, moves data back to the frequent tier)")
             elif not re.fullmatch(r"medical-imaging:(Get|List|Search)[A-Za-z]+", a):
                 problem(path, f"{a} is not a read-only medical-imaging action")
+        if "*" in resources and not set(actions) <= IAM_UNSCOPED:
+            problem(path, f"statement {st.get('Sid', '?')} grants {sorted(set(actions) - IAM_UNSCOPED)} on every resource; scope them to datastore ARNs")
+    for a in sorted(IAM_NEEDED - allowed):
+        problem(path, f"{a} is not allowed, but the exporter calls it")
+    for a in sorted(allowed - IAM_NEEDED):
+        problem(path, f"{a} is allowed, but the exporter never calls it (least privilege)")
     if not forbidden <= denied:
         problem(path, "GetImageSetMetadata and GetImageFrame should be denied explicitly")
 
