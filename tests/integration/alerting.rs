@@ -1,5 +1,6 @@
 //! End to end: simulator → exporter → real Prometheus (loading deploy/prometheus/alerts.yml)
-//! → real Alertmanager → a webhook receiver owned by the test.
+//! → real Alertmanager → a webhook receiver owned by the test; and sharded exporters whose
+//! missing shard the real Prometheus notices.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
-    eventually, scenario, test_config, tool_available, TestApp, TestSimulator, DS, IS1,
+    eventually, scenario, test_config, tool_available, TestApp, TestSimulator, DS, IS1, IS2,
 };
 
 /// A child process killed on drop; its output goes to a log file kept for diagnostics.
@@ -122,6 +123,77 @@ async fn wait_ready(http: &reqwest::Client, url: &str, daemon: &Mutex<Daemon>) {
     .await;
 }
 
+/// Starts Prometheus loading deploy/prometheus/alerts.yml, scraping `targets` as job
+/// healthimaging-exporter every second and evaluating every second; returns it and its port.
+fn start_prometheus(
+    dir: &Path,
+    targets: &[SocketAddr],
+    alertmanager_port: Option<u16>,
+) -> (Mutex<Daemon>, u16) {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml");
+    let alerting = alertmanager_port
+        .map(|port| {
+            format!(
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{port}']\n"
+            )
+        })
+        .unwrap_or_default();
+    let targets: Vec<String> = targets.iter().map(|a| format!("'{a}'")).collect();
+    let port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n{alerting}\
+             scrape_configs:\n  - job_name: healthimaging-exporter\n    static_configs:\n      - targets: [{}]\n",
+            rules.display(),
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+    let prometheus = Daemon::start(
+        "prometheus",
+        "prometheus",
+        &[
+            format!("--config.file={}", dir.join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", dir.join("prom-data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+        dir,
+    );
+    (Mutex::new(prometheus), port)
+}
+
+/// The result vector of the instant query `promql`, or None while Prometheus cannot answer.
+async fn query(http: &reqwest::Client, port: u16, promql: &str) -> Option<Vec<Value>> {
+    let body: Value = http
+        .get(format!("http://127.0.0.1:{port}/api/v1/query"))
+        .query(&[("query", promql)])
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body["data"]["result"].as_array().cloned()
+}
+
+/// The alerting rule `name` as the rules API reports it (state, health, lastEvaluation).
+async fn alert_rule(http: &reqwest::Client, port: u16, name: &str) -> Option<Value> {
+    let body: Value = http
+        .get(format!("http://127.0.0.1:{port}/api/v1/rules?type=alert"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    body["data"]["groups"]
+        .as_array()?
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .find(|r| r["name"] == name)
+}
+
 #[tokio::test]
 async fn failed_import_alert_reaches_the_webhook_and_resolves() {
     if !tool_available("prometheus", "apt-get install prometheus")
@@ -169,35 +241,7 @@ async fn failed_import_alert_reaches_the_webhook_and_resolves() {
         dir.path(),
     ));
 
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml");
-    let prom_port = free_port();
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nalerting:\n  alertmanagers:\n    \
-             - static_configs:\n        - targets: ['127.0.0.1:{am_port}']\nscrape_configs:\n  - job_name: healthimaging-exporter\n    \
-             static_configs:\n      - targets: ['{}']\n",
-            rules.display(),
-            app.addr
-        ),
-    )
-    .unwrap();
-    let prometheus = Mutex::new(Daemon::start(
-        "prometheus",
-        "prometheus",
-        &[
-            format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ),
-            format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom-data").display()
-            ),
-            format!("--web.listen-address=127.0.0.1:{prom_port}"),
-        ],
-        dir.path(),
-    ));
+    let (prometheus, prom_port) = start_prometheus(dir.path(), &[app.addr], Some(am_port));
     let http = reqwest::Client::new();
     wait_ready(
         &http,
@@ -213,13 +257,8 @@ async fn failed_import_alert_reaches_the_webhook_and_resolves() {
     .await;
     // Prometheus has scraped the exporter at least once before the failure.
     eventually("first scrape", Duration::from_secs(30), || async {
-        let url =
-            format!("http://127.0.0.1:{prom_port}/api/v1/query?query=healthimaging_image_set_up");
-        let body: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
-        (body["data"]["result"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty()))
-        .then_some(())
+        let result = query(&http, prom_port, "healthimaging_image_set_up").await?;
+        (!result.is_empty()).then_some(())
     })
     .await;
 
@@ -280,4 +319,83 @@ async fn failed_import_alert_reaches_the_webhook_and_resolves() {
     drop(prometheus);
     drop(alertmanager);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn missing_shard_turns_the_shard_alert_pending_in_a_real_prometheus() {
+    if !tool_available("prometheus", "apt-get install prometheus") {
+        return;
+    }
+    const ALERT: &str = "HealthImagingShardMissing";
+    let dir = tempfile::tempdir().unwrap();
+    let sim = TestSimulator::start(&scenario(&format!(
+        "[[image_sets]]\ndatastore_id = \"{DS}\"\nimage_set_id = \"{IS1}\"\n\n\
+         [[image_sets]]\ndatastore_id = \"{DS}\"\nimage_set_id = \"{IS2}\"\n"
+    )))
+    .await;
+    let shard = |n: u32| {
+        let mut config = test_config(&sim, &[(DS, IS1), (DS, IS2)]);
+        config.sharding.shard = n;
+        config.sharding.total_shards = 2;
+        config
+    };
+    let shard0 = TestApp::spawn(shard(0)).await;
+    let shard1 = TestApp::spawn(shard(1)).await;
+    shard0.wait_ready().await;
+    shard1.wait_ready().await;
+
+    let (prometheus, prom_port) = start_prometheus(dir.path(), &[shard0.addr, shard1.addr], None);
+    let http = reqwest::Client::new();
+    wait_ready(
+        &http,
+        &format!("http://127.0.0.1:{prom_port}/-/ready"),
+        &prometheus,
+    )
+    .await;
+    let reporting = r#"count(count_values("shard", healthimaging_shard_ordinal))"#;
+    eventually("both shards scraped", Duration::from_secs(30), || async {
+        let result = query(&http, prom_port, reporting).await?;
+        (result.first()?["value"][1] == "2").then_some(())
+    })
+    .await;
+    // Two evaluations after both shards were seen: the rule is healthy and not even pending.
+    let evaluations = Mutex::new(Vec::new());
+    let rule = eventually(
+        "two evaluations with both shards",
+        Duration::from_secs(30),
+        || {
+            let (http, evaluations) = (&http, &evaluations);
+            async move {
+                let rule = alert_rule(http, prom_port, ALERT).await?;
+                let mut seen = evaluations.lock().unwrap();
+                if seen.last() != Some(&rule["lastEvaluation"]) {
+                    seen.push(rule["lastEvaluation"].clone());
+                }
+                (seen.len() >= 3).then_some(rule)
+            }
+        },
+    )
+    .await;
+    assert_eq!(rule["health"], "ok", "{rule}");
+    assert_eq!(rule["state"], "inactive", "{rule}");
+
+    shard1.stop().await;
+    let pending = eventually(
+        "the shard alert pending after shard 1 stopped",
+        Duration::from_secs(30),
+        || async {
+            let result = query(
+                &http,
+                prom_port,
+                &format!(r#"ALERTS{{alertname="{ALERT}",alertstate="pending"}}"#),
+            )
+            .await?;
+            result.first().cloned()
+        },
+    )
+    .await;
+    assert_eq!(pending["metric"]["job"], "healthimaging-exporter");
+    assert_eq!(pending["metric"]["severity"], "critical");
+    drop(prometheus);
+    shard0.stop().await;
 }

@@ -1,5 +1,6 @@
 //! The artefacts in deploy/: alert rules (promtool check and unit tests) and the
-//! consistency checks of tests/deploy/check_deploy.py (manifests, IAM, dashboard, drift).
+//! consistency checks of tests/deploy/check_deploy.py (manifests, IAM, dashboard, drift, and
+//! every manifest's config checked by the exporter's own `check-config`).
 
 use std::process::Command;
 
@@ -55,6 +56,14 @@ fn deploy_artefacts_are_valid_and_consistent() {
     if !tool_available("promtool", "apt-get install prometheus") {
         return;
     }
-    let (ok, out) = run("python3", &["tests/deploy/check_deploy.py"]);
+    // With the exporter, every manifest's config and environment also pass check-config.
+    let (ok, out) = run(
+        "python3",
+        &[
+            "tests/deploy/check_deploy.py",
+            "--exporter",
+            env!("CARGO_BIN_EXE_healthimaging-exporter"),
+        ],
+    );
     assert!(ok, "{out}");
 }
