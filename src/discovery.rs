@@ -104,8 +104,10 @@ pub enum Effect {
         /// The datastore.
         datastore: DatastoreId,
     },
-    /// `datastore` is no longer watched (deleted, or filtered out).
+    /// `datastore` is no longer watched (not ACTIVE any more): its sweeps are over.
     Unwatched(DatastoreId),
+    /// `datastore` is no longer listed at all (deleted, or filtered out): forget it.
+    Vanished(DatastoreId),
     /// A request failed for a new reason (log it); `None` target means ListDatastores.
     Failed {
         /// The datastore concerned, if any.
@@ -174,6 +176,8 @@ struct DatastoreListing {
     next_at: Instant,
     next_token: Option<String>,
     collected: Vec<DatastoreSummary>,
+    /// Ids the previous complete listing returned.
+    listed: std::collections::BTreeSet<DatastoreId>,
     in_flight: bool,
     done_once: bool,
     last_error: Option<ErrorKind>,
@@ -206,6 +210,7 @@ impl Discovery {
                     next_at: now,
                     next_token: None,
                     collected: Vec::new(),
+                    listed: Default::default(),
                     in_flight: false,
                     done_once: false,
                     last_error: None,
@@ -397,6 +402,12 @@ impl Discovery {
         let collected = std::mem::take(&mut l.collected);
         let rule_index = l.rule;
         let mut active = std::collections::BTreeSet::new();
+        let listed: std::collections::BTreeSet<DatastoreId> =
+            collected.iter().map(|d| d.id).collect();
+        for id in l.listed.difference(&listed) {
+            effects.push(Effect::Vanished(*id));
+        }
+        l.listed = listed;
         for d in collected {
             if d.status == "ACTIVE" {
                 active.insert(d.id);
@@ -795,6 +806,7 @@ mod tests {
         let later = t0 + Duration::from_secs(300);
         d.take(Priority::High, later, 1300.0);
         let e = d.on_response(Response::Datastores(Ok(page(vec![], None))), later);
-        assert_eq!(e, vec![Effect::Unwatched(ds(1))]);
+        assert!(e.contains(&Effect::Unwatched(ds(1))));
+        assert!(e.contains(&Effect::Vanished(ds(1))) && e.contains(&Effect::Vanished(ds(3))));
     }
 }

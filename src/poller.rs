@@ -538,7 +538,9 @@ impl Poller {
                     .store
                     .record_sweep(datastore, Sweep::Changes, now_epoch());
             }
+            Effect::Vanished(datastore) => self.ctx.store.forget_datastore(datastore, true),
             Effect::Unwatched(datastore) => {
+                self.ctx.store.forget_datastore(datastore, false);
                 tracing::info!(datastore_id = %datastore, "datastore no longer watched: deleted or filtered out");
                 for (i, t) in self.tracked.iter().enumerate() {
                     if t.discovered && t.target.datastore_id == datastore {

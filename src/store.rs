@@ -284,6 +284,16 @@ impl Store {
         self.write().datastores.insert(datastore.id, datastore);
     }
 
+    /// Drops a datastore discovery no longer sweeps: its sweep times, and with `entirely`
+    /// also its name and status (it is not listed any more).
+    pub fn forget_datastore(&self, datastore: DatastoreId, entirely: bool) {
+        let mut state = self.write();
+        state.sweeps.retain(|(id, _), _| *id != datastore);
+        if entirely {
+            state.datastores.remove(&datastore);
+        }
+    }
+
     /// Records that a discovery sweep of `datastore` completed at `now`.
     pub fn record_sweep(&self, datastore: DatastoreId, sweep: Sweep, now: EpochSeconds) {
         self.write().sweeps.insert((datastore, sweep), now);
