@@ -73,11 +73,13 @@ impl App {
             Exposition::new(store.clone(), &config.metrics, sharding, &exporter_metrics)
                 .context("registering metrics")?;
         let ready = Arc::new(AtomicBool::new(false));
+        let credentials_failing = Arc::new(AtomicBool::new(false));
         let ctx = PollContext {
             source,
             store: store.clone(),
             metrics: exporter_metrics,
             call_timeout: config.polling.request_timeout + Duration::from_secs(1),
+            credentials_failing: credentials_failing.clone(),
         };
         let poller = Poller::new(
             ctx,
@@ -91,7 +93,11 @@ impl App {
             listener,
             local_addr,
             poller,
-            web: Arc::new(WebState { exposition, ready }),
+            web: Arc::new(WebState {
+                exposition,
+                ready,
+                credentials_failing,
+            }),
             targets: total,
         })
     }

@@ -143,3 +143,18 @@ pub fn backfill_failed(key: &ImageSetKey, from: VersionId, to: VersionId, error:
         "backfill of skipped versions failed",
     );
 }
+
+/// Logs that API calls fail for want of usable AWS credentials (once, until they work).
+pub fn credentials_failed(error: &SourceError) {
+    tracing::error!(
+        error_kind = error.kind.as_str(),
+        outcome = error.outcome(),
+        error = %error,
+        "no usable AWS credentials: every call fails until the credential chain provides some (readiness is off)",
+    );
+}
+
+/// Logs that calls succeed again after a credentials failure.
+pub fn credentials_recovered() {
+    tracing::info!("AWS credentials work again");
+}

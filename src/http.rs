@@ -17,6 +17,8 @@ pub struct WebState {
     pub exposition: Exposition,
     /// True once the first poll round completed.
     pub ready: Arc<AtomicBool>,
+    /// True while API calls fail for want of usable AWS credentials.
+    pub credentials_failing: Arc<AtomicBool>,
 }
 
 const LANDING: &str = r#"<!DOCTYPE html>
@@ -55,7 +57,13 @@ pub async fn handle(state: Arc<WebState>, req: Request<Incoming>) -> Response<Fu
         },
         "/healthz" => response(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
         "/readyz" => {
-            if state.ready.load(Ordering::Acquire) {
+            if state.credentials_failing.load(Ordering::Acquire) {
+                response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "not ready: no usable AWS credentials (see the log)\n",
+                )
+            } else if state.ready.load(Ordering::Acquire) {
                 response(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")
             } else {
                 response(

@@ -35,6 +35,8 @@ pub struct PollContext {
     pub metrics: ExporterMetrics,
     /// Outer deadline of one call (the SDK has its own, this is the safety net).
     pub call_timeout: Duration,
+    /// True while calls fail for want of usable credentials (readiness reads it).
+    pub credentials_failing: Arc<AtomicBool>,
 }
 
 /// Longest the loop sleeps, so scheduler gauges (lag) stay fresh for scrapes.
@@ -62,8 +64,21 @@ async fn timed<T>(
             ))
         });
     let outcome = match &result {
-        Ok(_) => "success",
-        Err(e) => e.outcome(),
+        Ok(_) => {
+            if ctx.credentials_failing.swap(false, Ordering::AcqRel) {
+                events::credentials_recovered();
+            }
+            "success"
+        }
+        Err(e) => {
+            // Credentials are account-wide: one line when they go, not one per image set.
+            if e.kind == ErrorKind::Credentials
+                && !ctx.credentials_failing.swap(true, Ordering::AcqRel)
+            {
+                events::credentials_failed(e);
+            }
+            e.outcome()
+        }
     };
     ctx.metrics
         .observe_call(operation, outcome, started.elapsed().as_secs_f64());
@@ -103,7 +118,8 @@ pub async fn poll_one(ctx: &PollContext, target: &ImageSetTarget) -> Polled {
         }
         Err(error) => {
             let update = ctx.store.record_failure(&key, &error);
-            if update.newly_failing && error.kind != ErrorKind::Throttled {
+            let account_wide = matches!(error.kind, ErrorKind::Throttled | ErrorKind::Credentials);
+            if update.newly_failing && !account_wide {
                 events::poll_failed(&key, &error, update.last_version.is_some());
             }
             if let (Some(t), Some(version)) = (&update.gone, update.last_version) {
@@ -162,8 +178,9 @@ fn record(
     let update = ctx
         .store
         .record_success_after(key, history, snapshot, now_epoch());
-    // Throttling is logged account-wide by the poller, not per image set.
-    if let Some(previous) = update.recovered_from.filter(|k| *k != ErrorKind::Throttled) {
+    // Throttling and credentials are logged account-wide, not per image set.
+    let account_wide = |k: &ErrorKind| matches!(k, ErrorKind::Throttled | ErrorKind::Credentials);
+    if let Some(previous) = update.recovered_from.filter(|k| !account_wide(k)) {
         events::poll_recovered(key, previous);
     }
     for b in &update.backfilled {
