@@ -11,10 +11,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, PersistenceConfig, ShardingConfig};
 use crate::http::{self, WebState};
 use crate::httpd;
+use crate::ids::ImageSetKey;
 use crate::metrics::{ExporterMetrics, Exposition};
+use crate::persistence;
 use crate::poller::{PollContext, Poller};
 use crate::source::{AwsSource, ClientOptions, ImageSetSource};
 use crate::store::Store;
@@ -29,6 +31,8 @@ pub struct App {
     poller: Poller,
     web: Arc<WebState>,
     targets: usize,
+    store: Arc<Store>,
+    persistence: PersistenceConfig,
 }
 
 impl App {
@@ -67,6 +71,10 @@ impl App {
             );
         }
         let store = Arc::new(Store::new(&targets));
+        let restored = match &config.persistence.state_file {
+            Some(path) => restore(&store, path, !config.discovery.is_empty(), sharding),
+            None => Vec::new(),
+        };
         let exporter_metrics = ExporterMetrics::new(config.polling.price_per_1000_calls)
             .context("creating self-metrics")?;
         let exposition =
@@ -84,6 +92,7 @@ impl App {
         let poller = Poller::new(
             ctx,
             targets,
+            restored,
             config.discovery,
             &config.polling,
             sharding,
@@ -99,6 +108,8 @@ impl App {
                 credentials_failing,
             }),
             targets: total,
+            store,
+            persistence: config.persistence,
         })
     }
 
@@ -130,6 +141,15 @@ impl App {
             limits,
         ));
         tracker.spawn(self.poller.run(shutdown.clone()));
+        let saver = self.persistence.state_file.clone().map(|path| {
+            let saver = Saver::new(self.store.clone(), path);
+            tracker.spawn(
+                saver
+                    .clone()
+                    .run_every(self.persistence.interval, shutdown.clone()),
+            );
+            saver
+        });
         tracker.close();
         shutdown.cancelled().await;
         tracing::info!("shutting down");
@@ -138,8 +158,98 @@ impl App {
             .is_err()
         {
             tracing::warn!(timeout = ?STOP_TIMEOUT, "tasks did not stop in time; exiting anyway");
-        } else {
-            tracing::info!("stopped");
+        }
+        if let Some(saver) = saver {
+            saver.save().await;
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Loads the state file into `store`; a damaged or foreign file is a warning and a fresh
+/// start. Returns the discovered image sets restored (for the poller).
+fn restore(
+    store: &Store,
+    path: &std::path::Path,
+    discovering: bool,
+    sharding: ShardingConfig,
+) -> Vec<ImageSetKey> {
+    match persistence::read(path) {
+        Ok(Some(saved)) => {
+            let restored = store.restore(&saved, |key| {
+                discovering && sharding.owns(&key.image_set_id)
+            });
+            tracing::info!(
+                state_file = %path.display(),
+                image_sets = saved.image_sets.len(),
+                discovered = restored.len(),
+                written_at = saved.written_at,
+                "state restored: changes while the exporter was down are reported on the first poll"
+            );
+            restored
+        }
+        Ok(None) => {
+            tracing::info!(state_file = %path.display(), "no state file yet: starting fresh");
+            Vec::new()
+        }
+        Err(error) => {
+            tracing::warn!(%error, "ignoring the state file: starting fresh");
+            Vec::new()
+        }
+    }
+}
+
+/// Writes the store to the state file on a cadence and once more at shutdown.
+#[derive(Clone)]
+struct Saver {
+    store: Arc<Store>,
+    path: std::path::PathBuf,
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Saver {
+    fn new(store: Arc<Store>, path: std::path::PathBuf) -> Self {
+        Saver {
+            store,
+            path,
+            last_error: Default::default(),
+        }
+    }
+
+    async fn run_every(self, every: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => self.save().await,
+            }
+        }
+    }
+
+    /// One atomic write; failures are logged once per distinct error.
+    async fn save(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let saved = persistence::capture(&self.store.read(), now);
+        let path = self.path.clone();
+        let result = tokio::task::spawn_blocking(move || persistence::write(&path, &saved))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => {
+                if last.take().is_some() {
+                    tracing::info!(state_file = %self.path.display(), "state file written again");
+                }
+            }
+            Err(error) => {
+                let text = error.to_string();
+                if last.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(state_file = %self.path.display(), error = %text, "cannot write the state file");
+                    *last = Some(text);
+                }
+            }
         }
     }
 }

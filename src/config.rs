@@ -37,6 +37,9 @@ pub struct Config {
     /// Splitting the image sets between several exporter instances.
     #[serde(default)]
     pub sharding: ShardingConfig,
+    /// The state file kept across restarts.
+    #[serde(default)]
+    pub persistence: PersistenceConfig,
     /// The image sets to watch.
     #[serde(default)]
     pub image_sets: Vec<ImageSetTarget>,
@@ -434,6 +437,31 @@ impl<'de> Deserialize<'de> for Patterns {
     }
 }
 
+/// `[persistence]`: the store saved across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersistenceConfig {
+    /// Where the state is kept; no persistence when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<PathBuf>,
+    /// How often the state is written (it is also written at shutdown).
+    #[serde(default = "default_persist_interval", with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+fn default_persist_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            state_file: None,
+            interval: default_persist_interval(),
+        }
+    }
+}
+
 /// `[sharding]`: this instance watches the image sets whose id hashes to `shard`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -727,6 +755,33 @@ impl Config {
                 format!("{:?}", self.log.level),
                 &format!("is not a level or filter: {e}"),
             );
+        }
+        if self.persistence.interval.is_zero() {
+            return bad(
+                "persistence.interval",
+                "\"0s\"".into(),
+                "must be greater than zero",
+            );
+        }
+        if let Some(path) = &self.persistence.state_file {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if path.as_os_str().is_empty() || path.is_dir() {
+                return bad(
+                    "persistence.state_file",
+                    format!("{path:?}"),
+                    "must name a file",
+                );
+            }
+            if !dir.is_dir() {
+                return bad(
+                    "persistence.state_file",
+                    format!("{path:?}"),
+                    &format!("directory {} does not exist", dir.display()),
+                );
+            }
         }
         let sharding = self.sharding;
         if sharding.total_shards == 0 || sharding.total_shards > 1024 {

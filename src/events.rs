@@ -7,15 +7,24 @@ use crate::transitions::Transition;
 
 /// Logs one transition: WARN into a `*_FAILED` status, INFO otherwise. `message` is the
 /// API's own explanation and is only present when the API sent one; `backfilled: true`
-/// marks transitions recovered from ListImageSetVersions for versions no poll saw.
+/// marks transitions recovered from ListImageSetVersions for versions no poll saw;
+/// `changed_after`/`changed_before` bound a transition that happened while the exporter
+/// was down (found on the first poll after a restart).
 pub fn transition(
     key: &ImageSetKey,
     version: VersionId,
     t: &Transition,
     api_message: Option<&str>,
     backfilled: bool,
+    downtime: Option<(f64, f64)>,
 ) {
     let backfilled = backfilled.then_some(true);
+    let rfc3339 = |t: f64| {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0));
+        tracing::field::display(humantime::format_rfc3339_seconds(at))
+    };
+    let changed_after = downtime.map(|(from, _)| rfc3339(from));
+    let changed_before = downtime.map(|(_, to)| rfc3339(to));
     macro_rules! emit {
         ($level:expr) => {
             match api_message {
@@ -29,6 +38,8 @@ pub fn transition(
                     to = %t.to,
                     message = %message,
                     backfilled,
+                    changed_after,
+                    changed_before,
                 ),
                 None => tracing::event!(
                     $level,
@@ -39,6 +50,8 @@ pub fn transition(
                     from = %t.from,
                     to = %t.to,
                     backfilled,
+                    changed_after,
+                    changed_before,
                 ),
             }
         };

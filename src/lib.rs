@@ -13,6 +13,7 @@ pub mod httpd;
 pub mod ids;
 pub mod metrics;
 pub mod model;
+pub mod persistence;
 pub mod poller;
 pub mod scheduler;
 pub mod sharding;

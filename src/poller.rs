@@ -123,7 +123,7 @@ pub async fn poll_one(ctx: &PollContext, target: &ImageSetTarget) -> Polled {
                 events::poll_failed(&key, &error, update.last_version.is_some());
             }
             if let (Some(t), Some(version)) = (&update.gone, update.last_version) {
-                events::transition(&key, version, t, None, false);
+                events::transition(&key, version, t, None, false, None);
             }
             let outcome = match error.kind {
                 ErrorKind::Throttled => Outcome::Throttled,
@@ -184,10 +184,17 @@ fn record(
         events::poll_recovered(key, previous);
     }
     for b in &update.backfilled {
-        events::transition(key, b.version, &b.transition, b.message.as_deref(), true);
+        events::transition(
+            key,
+            b.version,
+            &b.transition,
+            b.message.as_deref(),
+            true,
+            update.downtime,
+        );
     }
     for t in &update.transitions {
-        events::transition(key, version, t, message.as_deref(), false);
+        events::transition(key, version, t, message.as_deref(), false, update.downtime);
     }
     Polled::Done(Outcome::Success(cadence), updated_at)
 }
@@ -299,12 +306,14 @@ impl Poller {
     pub fn new(
         ctx: PollContext,
         targets: Vec<ImageSetTarget>,
+        restored: Vec<ImageSetKey>,
         rules: Vec<DiscoveryRule>,
         polling: &PollingConfig,
         sharding: ShardingConfig,
         ready: Arc<AtomicBool>,
     ) -> Self {
-        let tracked: Vec<Tracked> = targets
+        let initial = targets.len();
+        let mut tracked: Vec<Tracked> = targets
             .into_iter()
             .map(|target| Tracked {
                 target,
@@ -313,6 +322,18 @@ impl Poller {
                 discovered: false,
             })
             .collect();
+        // Discovered image sets from the state file: watched (and re-read once) at once,
+        // before discovery lists them again.
+        tracked.extend(restored.into_iter().map(|key| Tracked {
+            target: ImageSetTarget {
+                datastore_id: key.datastore_id,
+                image_set_id: key.image_set_id,
+                version_id: None,
+            },
+            updated_at: f64::NEG_INFINITY,
+            listed: 0,
+            discovered: true,
+        }));
         let index = tracked
             .iter()
             .enumerate()
@@ -320,7 +341,7 @@ impl Poller {
             .collect();
         Poller {
             ctx: Arc::new(ctx),
-            initial: tracked.len(),
+            initial,
             tracked,
             index,
             settings: polling.scheduler_settings(),
@@ -350,6 +371,9 @@ impl Poller {
             started,
             SmallRng::from_os_rng(),
         );
+        for _ in self.initial..self.tracked.len() {
+            scheduler.add(Watch::OnChange, started);
+        }
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, Running> = HashMap::new();
         let mut announced = false;

@@ -35,6 +35,8 @@ pub struct Entry {
     pub last_error: Option<ErrorKind>,
     /// GetImageSet answered 404 after the image set had been seen.
     pub gone: bool,
+    /// The snapshot came from the state file and has not been re-read since the start.
+    pub restored: bool,
 }
 
 /// Where a watched image set came from.
@@ -47,6 +49,15 @@ pub enum Origin {
 }
 
 impl Entry {
+    /// An entry restored from the state file: known, not up until polled again.
+    pub fn restored(pinned_version: Option<VersionId>, origin: Origin, snapshot: Snapshot) -> Self {
+        Entry {
+            snapshot: Some(snapshot),
+            restored: true,
+            ..Entry::new(pinned_version, origin)
+        }
+    }
+
     fn new(pinned_version: Option<VersionId>, origin: Origin) -> Self {
         Entry {
             origin,
@@ -58,6 +69,7 @@ impl Entry {
             last_success: None,
             last_error: None,
             gone: false,
+            restored: false,
         }
     }
 }
@@ -115,6 +127,9 @@ pub struct Backfilled {
 pub struct SuccessUpdate {
     /// Transitions into versions between the previous poll and this one (oldest first).
     pub backfilled: Vec<Backfilled>,
+    /// The first read after a restart: the transitions happened between these epoch
+    /// seconds (last success before the restart, now), while the exporter was down.
+    pub downtime: Option<(EpochSeconds, EpochSeconds)>,
     /// Detected transitions (empty on first sight).
     pub transitions: Vec<Transition>,
     /// First successful read of this image set.
@@ -197,6 +212,8 @@ impl Store {
             .or_insert_with(|| Entry::new(None, Origin::Configured));
         let mut update = SuccessUpdate {
             recovered_from: entry.last_error.take(),
+            downtime: std::mem::take(&mut entry.restored)
+                .then(|| (entry.last_success.unwrap_or(0.0), now)),
             ..SuccessUpdate::default()
         };
         let mut count = |entry: &mut Entry, ts: &[Transition]| {
@@ -282,6 +299,53 @@ impl Store {
     /// Records what ListDatastores/GetDatastore said about a datastore.
     pub fn record_datastore(&self, datastore: DatastoreSummary) {
         self.write().datastores.insert(datastore.id, datastore);
+    }
+
+    /// Restores the state file's image sets and counters: configured ones that are still
+    /// configured, discovered ones that `keep_discovered` accepts. Returns the discovered
+    /// image sets restored (the poller must watch them).
+    pub fn restore(
+        &self,
+        saved: &crate::persistence::Saved,
+        keep_discovered: impl Fn(&ImageSetKey) -> bool,
+    ) -> Vec<ImageSetKey> {
+        let mut state = self.write();
+        let mut discovered = Vec::new();
+        for s in &saved.image_sets {
+            let key = s.key();
+            match state.entries.get_mut(&key) {
+                Some(entry) if entry.origin == Origin::Configured => {
+                    let pinned = entry.pinned_version;
+                    if pinned.is_none_or(|v| v == s.snapshot.version_id) {
+                        let mut restored = s.entry(pinned);
+                        restored.origin = Origin::Configured;
+                        *entry = restored;
+                    }
+                }
+                Some(_) => {}
+                None if s.discovered && keep_discovered(&key) => {
+                    state.entries.insert(key, s.entry(None));
+                    discovered.push(key);
+                }
+                None => {}
+            }
+        }
+        let State {
+            workflow_transitions,
+            storage_tier_transitions,
+            ..
+        } = &mut *state;
+        for (table, counts) in [
+            (workflow_transitions, &saved.workflow_transitions),
+            (storage_tier_transitions, &saved.storage_tier_transitions),
+        ] {
+            for c in counts {
+                *table
+                    .entry((c.datastore_id, c.from.clone(), c.to.clone()))
+                    .or_default() += c.count;
+            }
+        }
+        discovered
     }
 
     /// Drops a datastore discovery no longer sweeps: its sweep times, and with `entirely`

@@ -7,6 +7,7 @@ mod discovery;
 mod exporter_metrics;
 mod exporter_process;
 mod helpers;
+mod persistence;
 mod simulator_cli;
 mod simulator_control;
 mod simulator_scenarios;
