@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, PersistenceConfig, ShardingConfig};
+use crate::config::{Config, ConfigError, ImageSetTarget, ShardingConfig};
 use crate::http::{self, WebState};
 use crate::httpd;
 use crate::ids::ImageSetKey;
@@ -24,15 +25,42 @@ use crate::store::Store;
 /// How long tasks get to finish after shutdown starts (the contract says exit within 5 s).
 const STOP_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// Re-reads the configuration (the file and the environment) for a reload.
+pub type ConfigLoader = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// Asks the running app to reload its configuration; answers with the outcome.
+#[derive(Clone, Debug)]
+pub struct ReloadHandle(mpsc::Sender<oneshot::Sender<Result<(), String>>>);
+
+impl ReloadHandle {
+    /// Requests a reload and waits for its outcome (the error names the problem).
+    pub async fn reload(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.0
+            .send(tx)
+            .await
+            .map_err(|_| "the exporter is shutting down".to_string())?;
+        rx.await
+            .map_err(|_| "the exporter is shutting down".to_string())?
+    }
+}
+
 /// A built, not yet running exporter.
 pub struct App {
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     local_addr: SocketAddr,
-    poller: Poller,
     web: Arc<WebState>,
-    targets: usize,
     store: Arc<Store>,
-    persistence: PersistenceConfig,
+    config: Config,
+    source: Arc<dyn ImageSetSource>,
+    /// How the source was built; `None` when it was given (kept across reloads).
+    options: Option<ClientOptions>,
+    metrics: ExporterMetrics,
+    ready: Arc<AtomicBool>,
+    credentials_failing: Arc<AtomicBool>,
+    restored: Vec<ImageSetKey>,
+    loader: Option<ConfigLoader>,
+    reloads: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
 }
 
 impl App {
@@ -44,7 +72,9 @@ impl App {
         if let Some(region) = source.region() {
             tracing::debug!(%region, "aws client ready");
         }
-        Self::with_source(config, listener, Arc::new(source))
+        let mut app = Self::with_source(config, listener, Arc::new(source))?;
+        app.options = Some(options);
+        Ok(app)
     }
 
     /// Builds around an already bound listener and a given source.
@@ -55,62 +85,50 @@ impl App {
     ) -> anyhow::Result<App> {
         let local_addr = listener.local_addr().context("reading the bound address")?;
         let sharding = config.sharding;
-        let total = config.image_sets.len();
-        let targets: Vec<_> = config
-            .image_sets
-            .into_iter()
-            .filter(|t| sharding.owns(&t.image_set_id))
-            .collect();
-        if sharding.total_shards > 1 {
-            tracing::info!(
-                shard = sharding.shard,
-                total_shards = sharding.total_shards,
-                configured = total,
-                owned = targets.len(),
-                "sharding: watching the image sets that hash to this shard"
-            );
-        }
+        let targets = owned_targets(&config);
         let store = Arc::new(Store::new(&targets));
         let restored = match &config.persistence.state_file {
             Some(path) => restore(&store, path, !config.discovery.is_empty(), sharding),
             None => Vec::new(),
         };
-        let exporter_metrics = ExporterMetrics::new(config.polling.price_per_1000_calls)
+        let metrics = ExporterMetrics::new(config.polling.price_per_1000_calls)
             .context("creating self-metrics")?;
-        let exposition =
-            Exposition::new(store.clone(), &config.metrics, sharding, &exporter_metrics)
-                .context("registering metrics")?;
+        let exposition = Exposition::new(store.clone(), &config.metrics, sharding, &metrics)
+            .context("registering metrics")?;
         let ready = Arc::new(AtomicBool::new(false));
         let credentials_failing = Arc::new(AtomicBool::new(false));
-        let ctx = PollContext {
-            source,
-            store: store.clone(),
-            metrics: exporter_metrics,
-            call_timeout: config.polling.request_timeout + Duration::from_secs(1),
-            credentials_failing: credentials_failing.clone(),
-        };
-        let poller = Poller::new(
-            ctx,
-            targets,
-            restored,
-            config.discovery,
-            &config.polling,
-            sharding,
-            ready.clone(),
-        );
+        let (reload_tx, reloads) = mpsc::channel(4);
         Ok(App {
-            listener,
+            listener: Some(listener),
             local_addr,
-            poller,
             web: Arc::new(WebState {
                 exposition,
-                ready,
-                credentials_failing,
+                ready: ready.clone(),
+                credentials_failing: credentials_failing.clone(),
+                reload: Some(ReloadHandle(reload_tx)),
             }),
-            targets: total,
             store,
-            persistence: config.persistence,
+            config,
+            source,
+            options: None,
+            metrics,
+            ready,
+            credentials_failing,
+            restored,
+            loader: None,
+            reloads,
         })
+    }
+
+    /// Enables reloads (SIGHUP, `POST /-/reload`) that re-read the config with `loader`.
+    pub fn with_loader(mut self, loader: ConfigLoader) -> Self {
+        self.loader = Some(loader);
+        self
+    }
+
+    /// A handle that triggers reloads (for the SIGHUP handler).
+    pub fn reload_handle(&self) -> Option<ReloadHandle> {
+        self.web.reload.clone()
     }
 
     /// The address `/metrics` is served on (useful with port 0).
@@ -118,12 +136,32 @@ impl App {
         self.local_addr
     }
 
+    /// A poller for `config`'s targets, plus the discovered image sets in `discovered`.
+    fn poller(&self, config: &Config, discovered: Vec<ImageSetKey>) -> Poller {
+        let ctx = PollContext {
+            source: self.source.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            call_timeout: config.polling.request_timeout + Duration::from_secs(1),
+            credentials_failing: self.credentials_failing.clone(),
+        };
+        Poller::new(
+            ctx,
+            owned_targets(config),
+            discovered,
+            config.discovery.clone(),
+            &config.polling,
+            config.sharding,
+            self.ready.clone(),
+        )
+    }
+
     /// Serves and polls until `shutdown` fires, then stops within [`STOP_TIMEOUT`].
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+    pub async fn run_until_stopped(mut self, shutdown: CancellationToken) {
         tracing::info!(
             version = crate::build::VERSION,
             revision = crate::build::REVISION,
-            targets = self.targets,
+            targets = self.config.image_sets.len(),
             listen_address = %self.local_addr,
             "exporter started"
         );
@@ -134,29 +172,38 @@ impl App {
             drain_timeout: Duration::from_secs(3),
             ..httpd::Limits::default()
         };
-        tracker.spawn(httpd::serve(
-            self.listener,
-            handler,
-            shutdown.clone(),
-            limits,
-        ));
-        tracker.spawn(self.poller.run(shutdown.clone()));
-        let saver = self.persistence.state_file.clone().map(|path| {
+        if let Some(listener) = self.listener.take() {
+            tracker.spawn(httpd::serve(listener, handler, shutdown.clone(), limits));
+        }
+        let persistence = self.config.persistence.clone();
+        let saver = persistence.state_file.clone().map(|path| {
             let saver = Saver::new(self.store.clone(), path);
             tracker.spawn(
                 saver
                     .clone()
-                    .run_every(self.persistence.interval, shutdown.clone()),
+                    .run_every(persistence.interval, shutdown.clone()),
             );
             saver
         });
         tracker.close();
-        shutdown.cancelled().await;
+        let restored = std::mem::take(&mut self.restored);
+        let mut polling = shutdown.child_token();
+        let mut poller = tokio::spawn(self.poller(&self.config, restored).run(polling.clone()));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(reply) = self.reloads.recv() => {
+                    let result = self.reload(&mut polling, &mut poller, &shutdown).await;
+                    let _ = reply.send(result);
+                }
+            }
+        }
         tracing::info!("shutting down");
-        if tokio::time::timeout(STOP_TIMEOUT, tracker.wait())
-            .await
-            .is_err()
-        {
+        let all = async {
+            let _ = poller.await;
+            tracker.wait().await;
+        };
+        if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
             tracing::warn!(timeout = ?STOP_TIMEOUT, "tasks did not stop in time; exiting anyway");
         }
         if let Some(saver) = saver {
@@ -164,6 +211,111 @@ impl App {
         }
         tracing::info!("stopped");
     }
+
+    /// Re-reads the config and, if it is valid, restarts polling with it (the store and
+    /// every counter stay); an invalid config is logged and the old one kept.
+    async fn reload(
+        &mut self,
+        polling: &mut CancellationToken,
+        poller: &mut tokio::task::JoinHandle<()>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        let result = self.try_reload(polling, poller, shutdown).await;
+        let m = &self.metrics;
+        match &result {
+            Ok(()) => {
+                m.config_last_reload_successful.set(1);
+                m.config_last_reload_success_timestamp.set(now_epoch());
+                tracing::info!("configuration reloaded");
+            }
+            Err(error) => {
+                m.config_last_reload_successful.set(0);
+                tracing::error!(%error, "configuration reload failed: keeping the previous configuration");
+            }
+        }
+        result
+    }
+
+    async fn try_reload(
+        &mut self,
+        polling: &mut CancellationToken,
+        poller: &mut tokio::task::JoinHandle<()>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), String> {
+        let Some(loader) = &self.loader else {
+            return Err("reloading is not available: the config was not loaded from a file or the environment".into());
+        };
+        let new = loader().map_err(|e| e.to_string())?;
+        let old = &self.config;
+        for (what, changed) in [
+            (
+                "server.listen_address",
+                new.server.listen_address != old.server.listen_address,
+            ),
+            ("log", new.log != old.log),
+            ("persistence", new.persistence != old.persistence),
+            (
+                "polling.price_per_1000_calls",
+                new.polling.price_per_1000_calls != old.polling.price_per_1000_calls,
+            ),
+        ] {
+            if changed {
+                tracing::warn!(
+                    setting = what,
+                    "this setting changed but applies only at restart"
+                );
+            }
+        }
+        let rebuild =
+            new.aws != old.aws || new.polling.request_timeout != old.polling.request_timeout;
+        if let (true, Some(options)) = (rebuild, &self.options) {
+            let source = AwsSource::build(&new.aws, new.polling.request_timeout, options)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.source = Arc::new(source);
+        }
+        // Stop the old poller (its in-flight calls are abandoned) and start the new one
+        // on the same store.
+        polling.cancel();
+        let _ = (&mut *poller).await;
+        let sharding = new.sharding;
+        let discovering = !new.discovery.is_empty();
+        let discovered = self.store.retarget(&owned_targets(&new), |key| {
+            discovering && sharding.owns(&key.image_set_id)
+        });
+        self.web.exposition.reconfigure(&new.metrics, sharding);
+        *polling = shutdown.child_token();
+        *poller = tokio::spawn(self.poller(&new, discovered).run(polling.clone()));
+        self.config = new;
+        Ok(())
+    }
+}
+
+/// The configured image sets this instance's shard owns.
+fn owned_targets(config: &Config) -> Vec<ImageSetTarget> {
+    let sharding = config.sharding;
+    let targets: Vec<_> = config
+        .image_sets
+        .iter()
+        .filter(|t| sharding.owns(&t.image_set_id))
+        .cloned()
+        .collect();
+    if sharding.total_shards > 1 {
+        tracing::info!(
+            shard = sharding.shard,
+            total_shards = sharding.total_shards,
+            configured = config.image_sets.len(),
+            owned = targets.len(),
+            "sharding: watching the image sets that hash to this shard"
+        );
+    }
+    targets
+}
+
+fn now_epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Loads the state file into `store`; a damaged or foreign file is a warning and a fresh

@@ -8,6 +8,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::app::ReloadHandle;
 use crate::httpd::response;
 use crate::metrics::{self, Exposition};
 
@@ -19,6 +20,8 @@ pub struct WebState {
     pub ready: Arc<AtomicBool>,
     /// True while API calls fail for want of usable AWS credentials.
     pub credentials_failing: Arc<AtomicBool>,
+    /// Triggers configuration reloads (`POST /-/reload`).
+    pub reload: Option<ReloadHandle>,
 }
 
 const LANDING: &str = r#"<!DOCTYPE html>
@@ -31,6 +34,9 @@ const LANDING: &str = r#"<!DOCTYPE html>
 
 /// Routes one request.
 pub async fn handle(state: Arc<WebState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/-/reload" {
+        return reload(&state, req.method()).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -78,6 +84,38 @@ pub async fn handle(state: Arc<WebState>, req: Request<Incoming>) -> Response<Fu
             StatusCode::NOT_FOUND,
             "text/plain; charset=utf-8",
             "not found\n",
+        ),
+    }
+}
+
+/// `POST /-/reload` (or `PUT`, as Prometheus accepts): re-reads the config; 200 when it
+/// applied, 500 with the reason when it was rejected (the old config stays).
+async fn reload(state: &WebState, method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::POST && method != Method::PUT {
+        let mut resp = response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "use POST to reload the configuration\n",
+        );
+        resp.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("POST, PUT"),
+        );
+        return resp;
+    }
+    let Some(handle) = &state.reload else {
+        return response(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "reloading is not available\n",
+        );
+    };
+    match handle.reload().await {
+        Ok(()) => response(StatusCode::OK, "text/plain; charset=utf-8", "reloaded\n"),
+        Err(error) => response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain; charset=utf-8",
+            format!("failed to reload config: {error}\n"),
         ),
     }
 }

@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use healthimaging_exporter::app::App;
+use std::sync::Arc;
+
+use healthimaging_exporter::app::{App, ReloadHandle};
 use healthimaging_exporter::cli::{CheckConfigArgs, Cli, Command, DemoArgs, RunArgs, SimulateArgs};
 use healthimaging_exporter::config::Config;
 use healthimaging_exporter::simulator::{RunningSimulator, Scenario};
@@ -66,10 +68,38 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     telemetry::init(&config.log).map_err(anyhow::Error::msg)?;
     runtime()?.block_on(async {
         let shutdown = stop_on_signals()?;
-        let app = App::build(config, ClientOptions::default()).await?;
+        let path = args.config.clone();
+        let loader = Arc::new(move || Config::load(path.as_deref()));
+        let app = App::build(config, ClientOptions::default())
+            .await?
+            .with_loader(loader);
+        if let Some(handle) = app.reload_handle() {
+            reload_on_sighup(handle)?;
+        }
         app.run_until_stopped(shutdown).await;
         Ok(())
     })
+}
+
+/// Reloads the configuration on every SIGHUP (the outcome is logged by the app).
+fn reload_on_sighup(handle: ReloadHandle) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!(
+                    signal = "SIGHUP",
+                    "received signal: reloading the configuration"
+                );
+                let _ = handle.reload().await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    drop(handle);
+    Ok(())
 }
 
 fn run_demo(args: DemoArgs) -> anyhow::Result<()> {

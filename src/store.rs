@@ -348,6 +348,37 @@ impl Store {
         discovered
     }
 
+    /// Re-targets after a config reload: configured image sets are exactly `targets`
+    /// (existing entries and their history kept), discovered ones are kept only if
+    /// `keep_discovered` says so. Returns the discovered image sets kept.
+    pub fn retarget(
+        &self,
+        targets: &[ImageSetTarget],
+        keep_discovered: impl Fn(&ImageSetKey) -> bool,
+    ) -> Vec<ImageSetKey> {
+        let wanted: std::collections::HashMap<ImageSetKey, Option<VersionId>> =
+            targets.iter().map(|t| (t.key(), t.version_id)).collect();
+        let mut state = self.write();
+        state.entries.retain(|key, e| match wanted.get(key) {
+            // A changed pinned version is another target: start it afresh.
+            Some(pinned) => e.origin == Origin::Discovered || e.pinned_version == *pinned,
+            None => e.origin == Origin::Discovered && keep_discovered(key),
+        });
+        for (key, pinned) in &wanted {
+            let entry = state
+                .entries
+                .entry(*key)
+                .or_insert_with(|| Entry::new(*pinned, Origin::Configured));
+            entry.origin = Origin::Configured;
+        }
+        state
+            .entries
+            .iter()
+            .filter(|(_, e)| e.origin == Origin::Discovered)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     /// Drops a datastore discovery no longer sweeps: its sweep times, and with `entirely`
     /// also its name and status (it is not listed any more).
     pub fn forget_datastore(&self, datastore: DatastoreId, entirely: bool) {

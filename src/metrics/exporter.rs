@@ -23,6 +23,10 @@ pub struct ExporterMetrics {
     pub scheduler_queue_lag: Gauge,
     /// `healthimaging_scheduler_backoff_targets`.
     pub scheduler_backoff_targets: IntGauge,
+    /// `healthimaging_exporter_config_last_reload_successful`.
+    pub config_last_reload_successful: IntGauge,
+    /// `healthimaging_exporter_config_last_reload_success_timestamp_seconds`.
+    pub config_last_reload_success_timestamp: Gauge,
     build_info: IntGaugeVec,
     dollars_per_call: f64,
 }
@@ -84,7 +88,23 @@ impl ExporterMetrics {
             api_requests.with_label_values(&[op, "success"]);
             api_request_duration.with_label_values(&[op]);
         }
+        let config_last_reload_successful = IntGauge::new(
+            "healthimaging_exporter_config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful (1) or not (0).",
+        )?;
+        config_last_reload_successful.set(1);
+        let config_last_reload_success_timestamp = Gauge::new(
+            "healthimaging_exporter_config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration load or reload, in Unix seconds.",
+        )?;
+        config_last_reload_success_timestamp.set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
         Ok(ExporterMetrics {
+            config_last_reload_successful,
+            config_last_reload_success_timestamp,
             api_requests,
             api_request_duration,
             api_throttled,
@@ -107,6 +127,8 @@ impl ExporterMetrics {
         registry.register(Box::new(self.scheduler_queue_lag.clone()))?;
         registry.register(Box::new(self.scheduler_backoff_targets.clone()))?;
         registry.register(Box::new(self.build_info.clone()))?;
+        registry.register(Box::new(self.config_last_reload_successful.clone()))?;
+        registry.register(Box::new(self.config_last_reload_success_timestamp.clone()))?;
         Ok(())
     }
 

@@ -16,8 +16,7 @@ use crate::store::Store;
 /// Everything `/metrics` serves.
 pub struct Exposition {
     store: Arc<Store>,
-    view: render::View,
-    metrics: MetricsConfig,
+    view: std::sync::RwLock<(render::View, MetricsConfig)>,
     registry: Registry,
 }
 
@@ -38,19 +37,25 @@ impl Exposition {
         ))?;
         Ok(Exposition {
             store,
-            view: render::View::new(metrics, sharding),
-            metrics: metrics.clone(),
+            view: std::sync::RwLock::new((render::View::new(metrics, sharding), metrics.clone())),
             registry,
         })
+    }
+
+    /// Applies a reloaded `[metrics]` and `[sharding]` from the next scrape on.
+    pub fn reconfigure(&self, metrics: &MetricsConfig, sharding: ShardingConfig) {
+        *self.view.write().unwrap_or_else(|p| p.into_inner()) =
+            (render::View::new(metrics, sharding), metrics.clone());
     }
 
     /// Renders the text exposition. The store's read lock is held only while its part renders.
     pub fn encode(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut text = String::new();
-        render::render(&self.store.read(), &self.view, &mut text);
+        let view = self.view.read().unwrap_or_else(|p| p.into_inner());
+        render::render(&self.store.read(), &view.0, &mut text);
         let mut body = text.into_bytes();
         let mut families = self.registry.gather();
-        families.retain(|f| self.metrics.family_enabled(f.name()));
+        families.retain(|f| view.1.family_enabled(f.name()));
         TextEncoder::new().encode(&families, &mut body)?;
         Ok(body)
     }

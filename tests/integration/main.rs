@@ -8,6 +8,7 @@ mod exporter_metrics;
 mod exporter_process;
 mod helpers;
 mod persistence;
+mod reload;
 mod simulator_cli;
 mod simulator_control;
 mod simulator_scenarios;
