@@ -1,9 +1,32 @@
 //! Logging setup: JSON lines (default) or pretty text on stdout, filtered by `RUST_LOG` or
-//! `log.level`.
+//! `log.level`, with the AWS SDK and HTTP crates capped at INFO.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::config::{LogConfig, LogFormat};
+
+/// Crates whose DEBUG/TRACE output would leak what must never be logged: the SDK logs the
+/// resolved identity (access key id) and signing details at DEBUG and whole response
+/// bodies (SearchImageSets' DICOM tags: patient data) at TRACE.
+const CAPPED: &[&str] = &[
+    "aws_config",
+    "aws_credential_types",
+    "aws_runtime",
+    "aws_sdk_medicalimaging",
+    "aws_sigv4",
+    "aws_smithy_http",
+    "aws_smithy_http_client",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_json",
+    "aws_smithy_types",
+    "h2",
+    "hyper",
+    "hyper_util",
+    "rustls",
+];
 
 /// Installs the global subscriber; `RUST_LOG` wins over `log.level` when set.
 pub fn init(log: &LogConfig) -> Result<(), String> {
@@ -13,17 +36,25 @@ pub fn init(log: &LogConfig) -> Result<(), String> {
         _ => EnvFilter::try_new(&log.level)
             .map_err(|e| format!("log.level = {:?}: {e}", log.level))?,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let result = match log.format {
-        LogFormat::Json => builder
+    let cap = CAPPED.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |targets, krate| targets.with_target(*krate, LevelFilter::INFO),
+    );
+    let output = match log.format {
+        LogFormat::Json => fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.with_ansi(false).try_init(),
+            .with_writer(std::io::stdout)
+            .boxed(),
+        LogFormat::Pretty => fmt::layer()
+            .with_ansi(false)
+            .with_writer(std::io::stdout)
+            .boxed(),
     };
-    result.map_err(|e| format!("cannot install the log subscriber: {e}"))
+    tracing_subscriber::registry()
+        .with(output.with_filter(filter).with_filter(cap))
+        .try_init()
+        .map_err(|e| format!("cannot install the log subscriber: {e}"))
 }

@@ -373,7 +373,7 @@ async fn two_shards_cover_every_image_set_exactly_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn dicom_values_never_reach_metrics_or_logs() {
+async fn dicom_values_and_credentials_never_reach_metrics_or_logs() {
     let sentinels = [
         "SENTINEL^PHI^PATIENT",
         "PHIPID424242",
@@ -430,6 +430,11 @@ async fn dicom_values_never_reach_metrics_or_logs() {
     for s in sentinels {
         assert!(!text.contains(s), "{s} in /metrics");
         assert!(!logs.contains(s), "{s} in the logs");
+    }
+    // Nor credentials or signatures (helpers::command() sets these test credentials).
+    for secret in ["AKIDPROCESSTEST", "process-secret", "Signature=", "AWS4-HMAC-SHA256"] {
+        assert!(!text.contains(secret), "{secret} in /metrics");
+        assert!(!logs.contains(secret), "{secret} in the logs");
     }
 }
 
