@@ -306,21 +306,17 @@ impl ImageSetSource for AwsSource {
                 .send()
                 .await
                 .map_err(classify)?;
-            let items = output
-                .datastore_summaries()
-                .iter()
-                .map(|d| {
+            page(
+                output.datastore_summaries(),
+                |d| {
                     datastore_from(
                         d.datastore_id(),
                         d.datastore_name(),
                         d.datastore_status().as_str(),
                     )
-                })
-                .collect::<Result<_, _>>()?;
-            Ok(Page {
-                items,
-                next_token: output.next_token().map(str::to_owned),
-            })
+                },
+                output.next_token(),
+            )
         })
     }
 
@@ -374,15 +370,11 @@ impl ImageSetSource for AwsSource {
                 .send()
                 .await
                 .map_err(classify)?;
-            let items = output
-                .image_sets_metadata_summaries()
-                .iter()
-                .map(summary_from)
-                .collect::<Result<_, _>>()?;
-            Ok(Page {
-                items,
-                next_token: output.next_token().map(str::to_owned),
-            })
+            page(
+                output.image_sets_metadata_summaries(),
+                summary_from,
+                output.next_token(),
+            )
         })
     }
 
@@ -402,17 +394,25 @@ impl ImageSetSource for AwsSource {
                 .send()
                 .await
                 .map_err(classify)?;
-            let items = output
-                .image_set_properties_list()
-                .iter()
-                .map(|p| version_from(&key, p))
-                .collect::<Result<_, _>>()?;
-            Ok(Page {
-                items,
-                next_token: output.next_token().map(str::to_owned),
-            })
+            page(
+                output.image_set_properties_list(),
+                |p| version_from(&key, p),
+                output.next_token(),
+            )
         })
     }
+}
+
+/// Maps one page of a listing; any bad item makes the page an invalid response.
+fn page<S, T>(
+    items: &[S],
+    map: impl Fn(&S) -> Result<T, SourceError>,
+    next_token: Option<&str>,
+) -> Result<Page<T>, SourceError> {
+    Ok(Page {
+        items: items.iter().map(map).collect::<Result<_, _>>()?,
+        next_token: next_token.map(str::to_owned),
+    })
 }
 
 /// Largest page the listing operations allow.

@@ -432,7 +432,12 @@ async fn dicom_values_and_credentials_never_reach_metrics_or_logs() {
         assert!(!logs.contains(s), "{s} in the logs");
     }
     // Nor credentials or signatures (helpers::command() sets these test credentials).
-    for secret in ["AKIDPROCESSTEST", "process-secret", "Signature=", "AWS4-HMAC-SHA256"] {
+    for secret in [
+        "AKIDPROCESSTEST",
+        "process-secret",
+        "Signature=",
+        "AWS4-HMAC-SHA256",
+    ] {
         assert!(!text.contains(secret), "{secret} in /metrics");
         assert!(!logs.contains(secret), "{secret} in the logs");
     }

@@ -39,6 +39,14 @@ async fn post_reload(exporter: &ExporterProcess) -> (u16, String) {
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
+fn reload_ok(text: &str) -> Option<f64> {
+    sample(
+        text,
+        "healthimaging_exporter_config_last_reload_successful",
+        &[],
+    )
+}
+
 fn up(text: &str, is: &str) -> Option<f64> {
     sample(text, "healthimaging_image_set_up", &[("image_set_id", is)])
 }
@@ -97,14 +105,7 @@ async fn sighup_applies_a_valid_config_and_keeps_the_state_of_targets_that_stay(
         Some(1.0),
         "counters survive reloads"
     );
-    assert_eq!(
-        sample(
-            &text,
-            "healthimaging_exporter_config_last_reload_successful",
-            &[]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(reload_ok(&text), Some(1.0));
     assert!(
         sample(
             &text,
@@ -150,14 +151,7 @@ async fn every_invalid_config_is_rejected_at_reload_and_the_old_one_kept() {
             file.display()
         );
         let text = exporter.metrics().await;
-        assert_eq!(
-            sample(
-                &text,
-                "healthimaging_exporter_config_last_reload_successful",
-                &[]
-            ),
-            Some(0.0)
-        );
+        assert_eq!(reload_ok(&text), Some(0.0));
         assert_eq!(up(&text, IS1), Some(1.0), "{}", file.display());
     }
     let logged = exporter
@@ -177,13 +171,6 @@ async fn every_invalid_config_is_rejected_at_reload_and_the_old_one_kept() {
     std::fs::write(&path, &good).unwrap();
     assert_eq!(post_reload(&exporter).await.0, 200);
     let text = exporter.metrics().await;
-    assert_eq!(
-        sample(
-            &text,
-            "healthimaging_exporter_config_last_reload_successful",
-            &[]
-        ),
-        Some(1.0)
-    );
+    assert_eq!(reload_ok(&text), Some(1.0));
     assert!(exporter.try_wait().is_none());
 }
