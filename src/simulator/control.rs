@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::corruption::Corruption;
 use super::scenario::{check_faults, FaultsSpec};
 use super::vocab;
 use super::world::{Key, Patch};
@@ -180,14 +181,31 @@ pub fn parse_faults(body: &[u8]) -> Result<FaultsSpec, String> {
     let mut faults = FaultsSpec::default();
     for (name, value) in &fields {
         match name.as_str() {
-            "throttleRatio" | "errorRatio" | "accessDeniedRatio" => {
+            "throttleRatio" | "errorRatio" | "accessDeniedRatio" | "corruptionRatio" => {
+                if name == "corruptionRatio" && value.is_null() {
+                    continue;
+                }
                 let ratio = value.as_f64().ok_or_else(|| {
                     format!("{name}: expected a number between 0 and 1, got {value}")
                 })?;
                 match name.as_str() {
                     "throttleRatio" => faults.throttle_ratio = ratio,
                     "errorRatio" => faults.error_ratio = ratio,
-                    _ => faults.access_denied_ratio = ratio,
+                    "accessDeniedRatio" => faults.access_denied_ratio = ratio,
+                    _ => faults.corruption_ratio = Some(ratio),
+                }
+            }
+            "corruption" => {
+                faults.corruption = match value {
+                    Value::Null => None,
+                    Value::String(s) => {
+                        Some(Corruption::parse(s).map_err(|why| format!("corruption: {why}"))?)
+                    }
+                    other => {
+                        return Err(format!(
+                            "corruption: expected a mode name like \"truncated\", got {other}"
+                        ))
+                    }
                 }
             }
             "latency" => {
@@ -206,29 +224,46 @@ pub fn parse_faults(body: &[u8]) -> Result<FaultsSpec, String> {
             }
             other => {
                 return Err(format!(
-                    "{other}: unknown field (known: throttleRatio, errorRatio, accessDeniedRatio, latency)"
+                    "{other}: unknown field (known: throttleRatio, errorRatio, accessDeniedRatio, \
+                     latency, corruption, corruptionRatio)"
                 ))
             }
         }
     }
     check_faults("faults", &faults).map_err(|(field, why)| {
-        let camel = match field.rsplit('.').next() {
-            Some("throttle_ratio") => "throttleRatio",
-            Some("access_denied_ratio") => "accessDeniedRatio",
-            _ => "errorRatio",
-        };
-        format!("{camel}: {why}")
+        let snake = field.rsplit('.').next().unwrap_or(&field);
+        format!("{}: {why}", camel_case(snake))
     })?;
     Ok(faults)
 }
 
+/// `corruption_ratio` → `corruptionRatio`.
+fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.push(c.to_ascii_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The faults as the control API shows them.
 pub fn faults_json(faults: &FaultsSpec) -> Value {
+    let corruption = faults.corruption();
     json!({
         "throttleRatio": faults.throttle_ratio,
         "errorRatio": faults.error_ratio,
         "accessDeniedRatio": faults.access_denied_ratio,
         "latency": faults.latency.map(|d| humantime::format_duration(d).to_string()),
+        "corruption": corruption.map(|(mode, _)| mode.as_str()),
+        "corruptionRatio": corruption.map(|(_, ratio)| ratio),
     })
 }
 
@@ -365,5 +400,44 @@ mod tests {
         assert!(parse_faults(br#"{"latency":"soon"}"#)
             .unwrap_err()
             .starts_with("latency"));
+    }
+
+    #[test]
+    fn corruption_faults_are_validated_and_shown() {
+        let f = parse_faults(br#"{"corruption":"huge_body","corruptionRatio":0.5}"#).unwrap();
+        assert_eq!(f.corruption(), Some((Corruption::HugeBody, 0.5)));
+        let shown = faults_json(&f);
+        assert_eq!(shown["corruption"], "huge_body");
+        assert_eq!(shown["corruptionRatio"], 0.5);
+        let f = parse_faults(br#"{"corruption":"reset"}"#).unwrap();
+        assert_eq!(faults_json(&f)["corruptionRatio"], 1.0);
+        let off = faults_json(&parse_faults(b"{}").unwrap());
+        assert!(off["corruption"].is_null() && off["corruptionRatio"].is_null());
+        for (body, start) in [
+            (
+                r#"{"corruption":"gzip"}"#,
+                "corruption: `gzip` is not one of truncated",
+            ),
+            (r#"{"corruption":3}"#, "corruption: expected a mode name"),
+            (
+                r#"{"corruption":"reset","corruptionRatio":-0.1}"#,
+                "corruptionRatio: -0.1 is not between 0 and 1",
+            ),
+            (
+                r#"{"corruptionRatio":0.5}"#,
+                "corruptionRatio: set without corruption",
+            ),
+            (
+                r#"{"corruptionRatio":"all"}"#,
+                "corruptionRatio: expected a number",
+            ),
+            (
+                r#"{"accessDeniedRatio":7}"#,
+                "accessDeniedRatio: 7 is not between 0 and 1",
+            ),
+        ] {
+            let err = parse_faults(body.as_bytes()).unwrap_err();
+            assert!(err.starts_with(start), "{body}: {err}");
+        }
     }
 }

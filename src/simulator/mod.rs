@@ -1,11 +1,13 @@
 //! A wire-compatible AWS HealthImaging simulator for the demo, the tests and users' CI.
 //!
-//! It shares nothing with the exporter but the HTTP accept loop: its own vocabulary,
-//! scenario types and JSON writers, so a wire mistake cannot hide on both sides.
+//! It shares nothing with the exporter: its own vocabulary, scenario types, JSON writers
+//! and accept loop, so a wire mistake cannot hide on both sides.
 
 pub mod control;
+pub mod corruption;
 pub mod scenario;
 pub mod search;
+pub mod server;
 pub mod vocab;
 pub mod wire;
 pub mod world;
@@ -17,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use rand::rngs::StdRng;
@@ -28,9 +30,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::httpd;
+pub use corruption::Corruption;
 use scenario::FaultsSpec;
 pub use scenario::{Scenario, ScenarioError};
 use search::Criteria;
+use server::ApiBody;
 use wire::{json_response, ApiError};
 use world::{Key, World};
 
@@ -147,8 +151,15 @@ impl Simulator {
         (latency, fault)
     }
 
+    /// Whether this successful answer is corrupted, and how.
+    fn roll_corruption(&self) -> Option<Corruption> {
+        let mut f = lock(&self.faults);
+        let (mode, ratio) = f.spec.corruption()?;
+        (f.dice.random::<f64>() < ratio).then_some(mode)
+    }
+
     /// Handles one HTTP request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ApiBody> {
         let request_id = new_request_id();
         let path = req.uri().path().to_string();
         if path.starts_with("/_simulator/") {
@@ -164,14 +175,21 @@ impl Simulator {
         }
         let image_set_id = image_set_of(req.uri().path());
         let (operation, result) = self.api(req).await;
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(e) => e.code,
-        };
-        self.count(operation, outcome, image_set_id.as_deref());
         match result {
-            Ok(body) => json_response(StatusCode::OK, body.to_string(), &request_id),
-            Err(e) => e.into_response(&request_id),
+            Ok(body) => match self.roll_corruption() {
+                None => {
+                    self.count(operation, "success", image_set_id.as_deref());
+                    json_response(StatusCode::OK, body.to_string(), &request_id)
+                }
+                Some(mode) => {
+                    self.count(operation, mode.as_str(), image_set_id.as_deref());
+                    corruption::respond(mode, body, &request_id)
+                }
+            },
+            Err(e) => {
+                self.count(operation, e.code, image_set_id.as_deref());
+                e.into_response(&request_id)
+            }
         }
     }
 
@@ -189,7 +207,12 @@ impl Simulator {
             (&Method::POST, ["datastore", _, "imageSet", _, "listImageSetVersions"]) => {
                 "ListImageSetVersions"
             }
-            _ => return ("UnknownOperation", Err(ApiError::unknown_operation())),
+            (method, path) => {
+                // Recorded under the operation's name, so a client calling anything else
+                // (reading PHI, writing) shows in the statistics and the request log.
+                let operation = unsupported_operation(method, path);
+                return (operation, Err(ApiError::unknown_operation()));
+            }
         };
         let signed = req
             .headers()
@@ -406,7 +429,7 @@ impl Simulator {
         query: &str,
         body: &[u8],
         request_id: &str,
-    ) -> Response<Full<Bytes>> {
+    ) -> Response<ApiBody> {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let ok =
             |value: serde_json::Value| json_response(StatusCode::OK, value.to_string(), request_id);
@@ -566,7 +589,31 @@ fn image_set_not_found(datastore_id: &str, image_set_id: &str) -> ApiError {
     ))
 }
 
-fn control_error(status: StatusCode, message: &str, request_id: &str) -> Response<Full<Bytes>> {
+/// The HealthImaging operation the simulator does not serve that a request is for, by
+/// the model's method and path, or `UnknownOperation`.
+fn unsupported_operation(method: &Method, path: &[&str]) -> &'static str {
+    match (method, path) {
+        (&Method::POST, ["datastore", _, "imageSet", _, action]) => match *action {
+            "getImageSetMetadata" => "GetImageSetMetadata",
+            "getImageFrame" => "GetImageFrame",
+            "copyImageSet" => "CopyImageSet",
+            "deleteImageSet" => "DeleteImageSet",
+            "updateImageSetMetadata" => "UpdateImageSetMetadata",
+            _ => "UnknownOperation",
+        },
+        (&Method::POST, ["datastore"]) => "CreateDatastore",
+        (&Method::DELETE, ["datastore", _]) => "DeleteDatastore",
+        (&Method::POST, ["startDICOMImportJob", "datastore", _]) => "StartDICOMImportJob",
+        (&Method::GET, ["getDICOMImportJob", "datastore", _, "job", _]) => "GetDICOMImportJob",
+        (&Method::GET, ["listDICOMImportJobs", "datastore", _]) => "ListDICOMImportJobs",
+        (&Method::GET, ["tags", _]) => "ListTagsForResource",
+        (&Method::POST, ["tags", _]) => "TagResource",
+        (&Method::DELETE, ["tags", _]) => "UntagResource",
+        _ => "UnknownOperation",
+    }
+}
+
+fn control_error(status: StatusCode, message: &str, request_id: &str) -> Response<ApiBody> {
     json_response(
         status,
         json!({ "message": message }).to_string(),
@@ -645,8 +692,16 @@ fn new_request_id() -> String {
 /// A simulator serving on a socket until stopped.
 pub struct RunningSimulator {
     addr: SocketAddr,
+    simulator: Arc<Simulator>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+}
+
+/// A simulator whose port is closed (clients are refused), with its world, faults,
+/// statistics and request log kept for [`SuspendedSimulator::resume`].
+pub struct SuspendedSimulator {
+    addr: SocketAddr,
+    simulator: Arc<Simulator>,
 }
 
 impl RunningSimulator {
@@ -656,20 +711,36 @@ impl RunningSimulator {
         listener: TcpListener,
         seed: Option<u64>,
     ) -> std::io::Result<Self> {
+        Self::serve(Arc::new(Simulator::new(scenario, seed)), listener)
+    }
+
+    fn serve(simulator: Arc<Simulator>, listener: TcpListener) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        let simulator = Arc::new(Simulator::new(scenario, seed));
         let shutdown = CancellationToken::new();
-        let handler = move |req| simulator.clone().handle(req);
+        let shared = simulator.clone();
+        let handler = move |req| shared.clone().handle(req);
         let limits = httpd::Limits {
             drain_timeout: Duration::from_secs(1),
             ..httpd::Limits::default()
         };
-        let task = tokio::spawn(httpd::serve(listener, handler, shutdown.clone(), limits));
+        let task = tokio::spawn(server::serve(listener, handler, shutdown.clone(), limits));
         Ok(RunningSimulator {
             addr,
+            simulator,
             shutdown,
             task,
         })
+    }
+
+    /// Closes the port (new connections are refused, open ones drained) but keeps the
+    /// state, to simulate an outage of the service followed by [`SuspendedSimulator::resume`].
+    pub async fn suspend(self) -> SuspendedSimulator {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+        SuspendedSimulator {
+            addr: self.addr,
+            simulator: self.simulator,
+        }
     }
 
     /// The socket address it serves on.
@@ -686,6 +757,21 @@ impl RunningSimulator {
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+    }
+}
+
+impl SuspendedSimulator {
+    /// The address it served on and will serve on again.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves the same state on the same address again (the timeline kept running).
+    pub async fn resume(self) -> std::io::Result<RunningSimulator> {
+        // The old listener is closed; SO_REUSEADDR (set by tokio on Unix) lets the port
+        // be bound again despite connections in TIME_WAIT.
+        let listener = TcpListener::bind(self.addr).await?;
+        RunningSimulator::serve(self.simulator, listener)
     }
 }
 
@@ -719,6 +805,73 @@ mod tests {
         let id = new_request_id();
         assert_eq!(id.len(), 36);
         assert_eq!(id.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn unsupported_operations_are_named_after_the_model() {
+        let name = |method: Method, path: &str| {
+            let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+            unsupported_operation(&method, &segments)
+        };
+        let ds = "0123456789abcdef0123456789abcdef";
+        let set = format!("/datastore/{ds}/imageSet/{ds}");
+        assert_eq!(
+            name(Method::POST, &format!("{set}/getImageSetMetadata")),
+            "GetImageSetMetadata"
+        );
+        assert_eq!(
+            name(Method::POST, &format!("{set}/getImageFrame")),
+            "GetImageFrame"
+        );
+        assert_eq!(
+            name(Method::POST, &format!("{set}/deleteImageSet")),
+            "DeleteImageSet"
+        );
+        assert_eq!(
+            name(Method::POST, &format!("{set}/updateImageSetMetadata")),
+            "UpdateImageSetMetadata"
+        );
+        assert_eq!(
+            name(Method::POST, &format!("{set}/copyImageSet")),
+            "CopyImageSet"
+        );
+        assert_eq!(name(Method::POST, "/datastore"), "CreateDatastore");
+        assert_eq!(
+            name(Method::DELETE, &format!("/datastore/{ds}")),
+            "DeleteDatastore"
+        );
+        assert_eq!(
+            name(
+                Method::POST,
+                &format!("/startDICOMImportJob/datastore/{ds}")
+            ),
+            "StartDICOMImportJob"
+        );
+        assert_eq!(
+            name(Method::GET, &format!("/listDICOMImportJobs/datastore/{ds}")),
+            "ListDICOMImportJobs"
+        );
+        assert_eq!(name(Method::POST, "/tags/arn%3Aaws"), "TagResource");
+        assert_eq!(name(Method::GET, "/somewhere/else"), "UnknownOperation");
+        assert_eq!(
+            name(Method::PUT, &format!("{set}/getImageSet")),
+            "UnknownOperation"
+        );
+    }
+
+    #[test]
+    fn corruption_dice_follow_the_ratio() {
+        let mut scenario = Scenario::empty();
+        scenario.faults.corruption = Some(Corruption::Malformed);
+        let sim = Simulator::new(&scenario, Some(3));
+        assert!((0..64).all(|_| sim.roll_corruption() == Some(Corruption::Malformed)));
+        scenario.faults.corruption_ratio = Some(0.5);
+        let sim = Simulator::new(&scenario, Some(3));
+        let hits = (0..400).filter(|_| sim.roll_corruption().is_some()).count();
+        assert!((140..=260).contains(&hits), "{hits}");
+        scenario.faults.corruption_ratio = Some(0.0);
+        let sim = Simulator::new(&scenario, Some(3));
+        assert!((0..64).all(|_| sim.roll_corruption().is_none()));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::corruption::Corruption;
 use super::vocab;
 
 /// A scenario could not be read or is invalid.
@@ -191,6 +192,20 @@ pub struct FaultsSpec {
     /// Delay added before every API answer.
     #[serde(default, with = "humantime_serde")]
     pub latency: Option<Duration>,
+    /// How successful API answers are corrupted, if at all.
+    #[serde(default)]
+    pub corruption: Option<Corruption>,
+    /// Share of successful API answers corrupted (0..=1; default 1 when `corruption` is set).
+    #[serde(default)]
+    pub corruption_ratio: Option<f64>,
+}
+
+impl FaultsSpec {
+    /// The corruption mode and the share of successful answers it applies to.
+    pub fn corruption(&self) -> Option<(Corruption, f64)> {
+        self.corruption
+            .map(|mode| (mode, self.corruption_ratio.unwrap_or(1.0)))
+    }
 }
 
 /// A datastore.
@@ -483,12 +498,13 @@ impl Scenario {
     }
 }
 
-/// Checks fault ratios are within 0..=1.
+/// Checks fault ratios are within 0..=1 and a corruption ratio comes with a mode.
 pub fn check_faults(prefix: &str, faults: &FaultsSpec) -> Result<(), (String, String)> {
     for (name, value) in [
         ("throttle_ratio", faults.throttle_ratio),
         ("error_ratio", faults.error_ratio),
         ("access_denied_ratio", faults.access_denied_ratio),
+        ("corruption_ratio", faults.corruption_ratio.unwrap_or(0.0)),
     ] {
         if !(0.0..=1.0).contains(&value) {
             return Err((
@@ -496,6 +512,12 @@ pub fn check_faults(prefix: &str, faults: &FaultsSpec) -> Result<(), (String, St
                 format!("{value} is not between 0 and 1"),
             ));
         }
+    }
+    if faults.corruption_ratio.is_some() && faults.corruption.is_none() {
+        return Err((
+            format!("{prefix}.corruption_ratio"),
+            "set without corruption (the mode it applies to)".into(),
+        ));
     }
     Ok(())
 }
@@ -513,6 +535,35 @@ mod tests {
         assert_eq!(s.region, "us-east-1");
         assert_eq!(s.image_sets.len(), 1);
         assert!(s.image_sets[0].workflow_status.is_none());
+    }
+
+    #[test]
+    fn corruption_faults_parse_and_are_validated() {
+        let s = Scenario::parse("[faults]\ncorruption = \"truncated\"\n", "").unwrap();
+        assert_eq!(s.faults.corruption(), Some((Corruption::Truncated, 1.0)));
+        let s = Scenario::parse(
+            "[faults]\ncorruption = \"reset\"\ncorruption_ratio = 0.25\n",
+            "",
+        )
+        .unwrap();
+        assert_eq!(s.faults.corruption(), Some((Corruption::Reset, 0.25)));
+        for (text, expect) in [
+            (
+                "[faults]\ncorruption = \"gzip\"\n",
+                "invalid corruption `gzip`",
+            ),
+            (
+                "[faults]\ncorruption = \"malformed\"\ncorruption_ratio = 2\n",
+                "faults.corruption_ratio: 2 is not between 0 and 1",
+            ),
+            (
+                "[faults]\ncorruption_ratio = 0.5\n",
+                "faults.corruption_ratio: set without corruption",
+            ),
+        ] {
+            let err = Scenario::parse(text, "").unwrap_err().to_string();
+            assert!(err.contains(expect), "{text}: {err}");
+        }
     }
 
     #[test]

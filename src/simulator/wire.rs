@@ -1,11 +1,11 @@
 //! HealthImaging's REST-JSON wire format as the simulator writes it.
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::server::ApiBody;
 use super::world::{Datastore, ImageSet, Version};
 
 /// An API error: the code goes to `x-amzn-ErrorType`, the message to the body.
@@ -66,7 +66,7 @@ impl ApiError {
     }
 
     /// The error as an HTTP response.
-    pub fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
+    pub fn into_response(self, request_id: &str) -> Response<ApiBody> {
         let body = json!({ "message": self.message }).to_string();
         let mut resp = json_response(self.status, body, request_id);
         resp.headers_mut().insert(
@@ -78,8 +78,8 @@ impl ApiError {
 }
 
 /// A JSON response carrying the request id header.
-pub fn json_response(status: StatusCode, body: String, request_id: &str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+pub fn json_response(status: StatusCode, body: String, request_id: &str) -> Response<ApiBody> {
+    let mut resp = Response::new(ApiBody::full(Bytes::from(body)));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

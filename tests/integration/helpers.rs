@@ -597,3 +597,72 @@ pub fn epoch_now() -> f64 {
 pub fn generated_id(block: usize, index: u32) -> String {
     format!("{block:016x}{index:016x}")
 }
+
+impl TestSimulator {
+    /// Closes the simulator's port (clients are refused) keeping its state; give the
+    /// handle back to [`TestSimulator::resume`].
+    pub async fn suspend(&mut self) -> healthimaging_exporter::simulator::SuspendedSimulator {
+        let server = self._server.take().expect("an in-process simulator");
+        server.suspend().await
+    }
+
+    /// Serves the suspended simulator again on the same address.
+    pub async fn resume(
+        &mut self,
+        suspended: healthimaging_exporter::simulator::SuspendedSimulator,
+    ) {
+        let server = suspended
+            .resume()
+            .await
+            .expect("the port can be bound again");
+        assert_eq!(server.endpoint_url(), self.endpoint);
+        self._server = Some(server);
+    }
+
+    /// Every operation the simulator was asked for (unknown routes included), from its stats.
+    pub async fn operations(&self) -> std::collections::BTreeSet<String> {
+        self.get("stats").await["requests"]
+            .as_object()
+            .map(|ops| ops.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl ExporterProcess {
+    /// Starts the binary against `sim` with `rest` (e.g. `[polling]`, `[[image_sets]]`,
+    /// `[[discovery]]`) after the `[server]` and `[aws]` sections.
+    pub fn start_with_config(sim: &TestSimulator, rest: &str) -> ExporterProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[server]\nlisten_address = \"127.0.0.1:0\"\n[aws]\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n\
+             max_attempts = 1\n{rest}\n",
+            sim.endpoint
+        );
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = command();
+        cmd.args(["run", "--config"]).arg(&path);
+        Self::spawn(cmd, dir)
+    }
+
+    /// GET `path` on the exporter; returns status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let addr = self.addr().await;
+        let resp = reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .expect("exporter reachable");
+        (
+            resp.status().as_u16(),
+            resp.text().await.unwrap_or_default(),
+        )
+    }
+
+    /// Log lines with this `message`, optionally only those about `image_set_id`.
+    pub fn log_lines(&self, message: &str, image_set_id: Option<&str>) -> Vec<Value> {
+        self.logs()
+            .into_iter()
+            .filter(|l| l["message"] == message)
+            .filter(|l| image_set_id.is_none_or(|is| l["image_set_id"] == is))
+            .collect()
+    }
+}

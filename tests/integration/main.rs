@@ -6,6 +6,7 @@ mod deploy;
 mod discovery;
 mod exporter_metrics;
 mod exporter_process;
+mod faults;
 mod helpers;
 mod persistence;
 mod reload;
