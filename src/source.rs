@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use aws_config::identity::IdentityCache;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -20,6 +21,7 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::endpoint::EndpointPrefix;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_types::endpoint_config::EndpointUrl;
@@ -225,7 +227,14 @@ impl AwsSource {
         request_timeout: Duration,
         options: &ClientOptions,
     ) -> Result<Self, BuildError> {
+        // Credential loading (IMDS, container endpoint, STS) gets a deadline well inside the
+        // call's, so a credential source that hangs or retries 5xx is reported as the
+        // credentials problem it is, not as a timeout of the call.
+        let identity_cache = IdentityCache::lazy()
+            .load_timeout(request_timeout.mul_f64(0.6).max(Duration::from_millis(200)))
+            .build();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .identity_cache(identity_cache)
             .retry_config(RetryConfig::standard().with_max_attempts(aws.max_attempts))
             .timeout_config(
                 TimeoutConfig::builder()
@@ -597,15 +606,27 @@ fn has_cause<T: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
     false
 }
 
-fn classify<E, R>(error: SdkError<E, R>) -> SourceError
+/// How the SDK's identity cache reports a credential load that exceeded its deadline (its
+/// error type is private; the fault suite pins this behaviour).
+const IDENTITY_TIMEOUT: &str = "identity resolver timed out";
+
+fn classify<E>(error: SdkError<E, HttpResponse>) -> SourceError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
+    let text = chain(&error);
+    if !matches!(error, SdkError::ServiceError(_)) && text.contains(IDENTITY_TIMEOUT) {
+        return SourceError::new(ErrorKind::Credentials, text);
+    }
     match &error {
         SdkError::ServiceError(ctx) => {
             let err = ctx.err();
             let code = err.code().and_then(sane_code);
+            if code.is_none() && ctx.raw().status().is_success() {
+                // A 2xx the SDK could not deserialize (truncated, not JSON, HTML, missing
+                // required members): the body is at fault, not the service's verdict.
+                return SourceError::new(ErrorKind::InvalidResponse, chain(&error));
+            }
             let kind = match code.as_deref() {
                 Some("ThrottlingException") | Some("TooManyRequestsException") => {
                     ErrorKind::Throttled
@@ -647,7 +668,16 @@ where
                 SourceError::new(ErrorKind::Unexpected, chain(&error))
             }
         }
-        SdkError::ResponseError(_) => SourceError::new(ErrorKind::InvalidResponse, chain(&error)),
+        SdkError::ResponseError(_) => {
+            // Reading the body failed: a connection cut mid-response is the network's
+            // doing; anything else is a body that cannot be read as HTTP.
+            let kind = if has_cause::<hyper::Error>(&error) || has_cause::<std::io::Error>(&error) {
+                ErrorKind::Transport
+            } else {
+                ErrorKind::InvalidResponse
+            };
+            SourceError::new(kind, chain(&error))
+        }
         SdkError::ConstructionFailure(_) => {
             let kind = if has_cause::<CredentialsError>(&error) {
                 ErrorKind::Credentials
