@@ -300,8 +300,9 @@ pub struct MetricsConfig {
     /// absent: `all` for `[[image_sets]]` entries, `unhealthy` for discovered ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_set_detail: Option<crate::metrics::render::Detail>,
-    /// Most image sets rendered with per-image-set series; the rest are counted in
-    /// `healthimaging_image_set_detail_omitted` (aggregates always cover every set).
+    /// Most discovered image sets rendered with per-image-set series; the rest are counted
+    /// in `healthimaging_image_set_detail_omitted` (aggregates always cover every set).
+    /// Configured `[[image_sets]]` are not capped.
     #[serde(default = "default_max_detailed")]
     pub max_detailed_image_sets: usize,
     /// Only metric families whose name matches one of these regexes (all when empty).

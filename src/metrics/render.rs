@@ -33,7 +33,7 @@ pub const FAMILIES: &[(&str, &str, &str, &[&str])] = &[
     ("healthimaging_workflow_transitions_total", "Workflow status transitions observed by the exporter, by datastore and from/to status.", "counter", &["datastore_id", "from", "to"]),
     ("healthimaging_storage_tier_transitions_total", "Storage tier transitions observed by the exporter, by datastore and from/to tier.", "counter", &["datastore_id", "from", "to"]),
     ("healthimaging_targets", "Number of image sets the exporter watches.", "gauge", &[]),
-    ("healthimaging_image_set_detail_omitted", "Image sets that qualified for per-image-set series but were left out by metrics.max_detailed_image_sets (the aggregates still count them).", "gauge", &[]),
+    ("healthimaging_image_set_detail_omitted", "Discovered image sets that qualified for per-image-set series but were left out by metrics.max_detailed_image_sets (the aggregates still count them).", "gauge", &[]),
     ("healthimaging_datastore_info", "A datastore the exporter discovers image sets in: constant 1 labelled with its name.", "gauge", &["datastore_id", "datastore_name"]),
     ("healthimaging_datastore_status", "Current status of the datastore (ListDatastores/GetDatastore): 1 on the series of its status.", "gauge", &["datastore_id", "status"]),
     ("healthimaging_discovery_last_sweep_timestamp_seconds", "When a discovery sweep of the datastore last completed, by sweep (changes: updatedAt window search; full: listing of every image set), in Unix seconds.", "gauge", &["datastore_id", "sweep"]),
@@ -247,7 +247,7 @@ fn per_set_sample(w: &mut Family<'_>, family: usize, key: &ImageSetKey, entry: &
 pub struct View {
     /// Detail for every image set; `None`: all for configured, unhealthy for discovered.
     pub detail: Option<Detail>,
-    /// Most image sets with per-image-set series.
+    /// Most discovered image sets with per-image-set series.
     pub max_detailed: usize,
     /// Per entry of [`FAMILIES`]: rendered or not (`metrics.include`/`exclude`).
     pub enabled: Vec<bool>,
@@ -312,14 +312,20 @@ const LINE_ESTIMATE: usize = 150;
 pub fn render(state: &State, view: &View, out: &mut String) {
     let mut omitted = 0usize;
     let mut shown: Vec<(&ImageSetKey, &Entry)> = Vec::new();
+    let mut discovered = 0usize;
     for (key, entry) in &state.entries {
-        if view.shows(entry) {
-            if shown.len() < view.max_detailed {
-                shown.push((key, entry));
-            } else {
-                omitted += 1;
-            }
+        if !view.shows(entry) {
+            continue;
         }
+        // The cap protects against discovery's scale; configured sets were listed by hand.
+        if entry.origin == Origin::Discovered {
+            if discovered == view.max_detailed {
+                omitted += 1;
+                continue;
+            }
+            discovered += 1;
+        }
+        shown.push((key, entry));
     }
     out.reserve(shown.len() * (F_LAST_SUCCESS + 1) * LINE_ESTIMATE + 64 * 1024);
     for family in F_INFO..=F_LAST_SUCCESS {
@@ -541,5 +547,48 @@ mod tests {
             assert_eq!(series(families, "healthimaging_image_sets"), 4);
             assert_eq!(series(families, "healthimaging_targets"), 1);
         }
+    }
+
+    #[test]
+    fn only_discovered_image_sets_are_capped() {
+        let store = store_with(&["IMPORTED", "IMPORTED", "IMPORTED"]);
+        let ds = DatastoreId::parse("0123456789abcdef0123456789abcdef").unwrap();
+        for n in 0..4u32 {
+            let id = ImageSetId::parse(&format!("{:032x}", 1000 + n)).unwrap();
+            store.record_listed(
+                ds,
+                crate::model::ImageSetSummary {
+                    image_set_id: id,
+                    version: None,
+                    created_at: None,
+                    updated_at: None,
+                    storage_tier: None,
+                    is_primary: None,
+                },
+            );
+            let key = ImageSetKey {
+                datastore_id: ds,
+                image_set_id: id,
+            };
+            let mut snap = store.read().entries[&store_key(&store, 0)]
+                .snapshot
+                .clone()
+                .unwrap();
+            snap.workflow_status = Some(WorkflowStatus::ImportFailed);
+            store.record_success(&key, snap, 4.0);
+        }
+        let mut view = View::with_detail(Detail::All);
+        view.detail = None;
+        view.max_detailed = 2;
+        let mut out = String::new();
+        render(&store.read(), &view, &mut out);
+        // 3 configured (all shown) + 2 of the 4 failed discovered ones.
+        assert_eq!(series(&out, "healthimaging_image_set_up"), 5);
+        assert!(out.contains("healthimaging_image_set_detail_omitted 2"));
+        assert!(out.contains("healthimaging_image_sets{datastore_id=\"0123456789abcdef0123456789abcdef\",workflow_status=\"IMPORT_FAILED\",state=\"ACTIVE\",storage_tier=\"FREQUENT_ACCESS\"} 4"));
+    }
+
+    fn store_key(store: &Store, n: usize) -> ImageSetKey {
+        *store.read().entries.keys().nth(n).unwrap()
     }
 }
