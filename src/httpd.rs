@@ -1,4 +1,5 @@
-//! The HTTP/1.1 accept loop shared by the exporter's web server and the simulator.
+//! The exporter's HTTP/1.1 accept loop (the simulator has its own in `simulator/server.rs`,
+//! with the same [`Limits`]).
 //!
 //! It owns connection plumbing only (accept, optional TLS, per-connection limits, graceful
 //! drain); routing, authentication and wire formats stay with each server.

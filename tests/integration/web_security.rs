@@ -233,7 +233,14 @@ async fn wrong_or_missing_basic_auth_is_401_and_the_right_one_200_on_every_endpo
     let (_sim, app) = spawn_with(&web).await;
     let client = tls_client(&pki, None, &both_versions());
     let base = format!("https://localhost:{}", app.addr.port());
-    for path in ["/metrics", "/healthz", "/readyz", "/", "/nothing-here"] {
+    for path in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/",
+        "/-/reload",
+        "/nothing-here",
+    ] {
         let url = format!("{base}{path}");
         for (user, password) in [
             (None, None),
