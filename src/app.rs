@@ -21,6 +21,7 @@ use crate::persistence;
 use crate::poller::{PollContext, Poller};
 use crate::source::{AwsSource, ClientOptions, ImageSetSource};
 use crate::store::Store;
+use crate::web_config::WebSecurity;
 
 /// How long tasks get to finish after shutdown starts (the contract says exit within 5 s).
 const STOP_TIMEOUT: Duration = Duration::from_secs(4);
@@ -61,6 +62,7 @@ pub struct App {
     restored: Vec<ImageSetKey>,
     loader: Option<ConfigLoader>,
     reloads: mpsc::Receiver<oneshot::Sender<Result<(), String>>>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl App {
@@ -84,6 +86,10 @@ impl App {
         source: Arc<dyn ImageSetSource>,
     ) -> anyhow::Result<App> {
         let local_addr = listener.local_addr().context("reading the bound address")?;
+        let security = match &config.server.web_config_file {
+            Some(path) => WebSecurity::load(path).context("server.web_config_file")?,
+            None => WebSecurity::default(),
+        };
         let sharding = config.sharding;
         let targets = owned_targets(&config);
         let store = Arc::new(Store::new(&targets));
@@ -106,6 +112,7 @@ impl App {
                 ready: ready.clone(),
                 credentials_failing: credentials_failing.clone(),
                 reload: Some(ReloadHandle(reload_tx)),
+                auth: security.auth,
             }),
             store,
             config,
@@ -117,6 +124,7 @@ impl App {
             restored,
             loader: None,
             reloads,
+            tls: security.tls,
         })
     }
 
@@ -163,8 +171,13 @@ impl App {
             revision = crate::build::REVISION,
             targets = self.config.image_sets.len(),
             listen_address = %self.local_addr,
+            tls = self.tls.is_some(),
+            basic_auth = self.web.auth.is_some(),
             "exporter started"
         );
+        if self.web.auth.is_some() && self.tls.is_none() {
+            tracing::warn!("basic auth without TLS: passwords cross the network in clear text");
+        }
         let tracker = TaskTracker::new();
         let web = self.web.clone();
         let handler = move |req| http::handle(web.clone(), req);
@@ -173,7 +186,13 @@ impl App {
             ..httpd::Limits::default()
         };
         if let Some(listener) = self.listener.take() {
-            tracker.spawn(httpd::serve(listener, handler, shutdown.clone(), limits));
+            tracker.spawn(httpd::serve_with_tls(
+                listener,
+                self.tls.clone(),
+                handler,
+                shutdown.clone(),
+                limits,
+            ));
         }
         let persistence = self.config.persistence.clone();
         let saver = persistence.state_file.clone().map(|path| {
@@ -251,6 +270,10 @@ impl App {
             (
                 "server.listen_address",
                 new.server.listen_address != old.server.listen_address,
+            ),
+            (
+                "server.web_config_file",
+                new.server.web_config_file != old.server.web_config_file,
             ),
             ("log", new.log != old.log),
             ("persistence", new.persistence != old.persistence),

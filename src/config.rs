@@ -55,6 +55,9 @@ pub struct ServerConfig {
     /// Address serving /metrics, /healthz and /readyz.
     #[serde(default = "default_listen", deserialize_with = "socket_addr")]
     pub listen_address: SocketAddr,
+    /// exporter-toolkit style web config (YAML: TLS, basic auth); plaintext and open when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// Parses a socket address with an error that shows the value.
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen_address: default_listen(),
+            web_config_file: None,
         }
     }
 }
@@ -715,6 +719,15 @@ impl Config {
                 value,
                 message,
             })?;
+        if let Some(path) = &config.server.web_config_file {
+            // Certificates, keys and hashes are checked here too, so check-config sees them.
+            crate::web_config::WebSecurity::load(path).map_err(|e| ConfigError::Invalid {
+                field: "server.web_config_file".into(),
+                value: format!("{:?}", path.display().to_string()),
+                message: e.to_string(),
+                origin: origin_of(&figment, "server.web_config_file"),
+            })?;
+        }
         Ok(config)
     }
 

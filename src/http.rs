@@ -11,6 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::app::ReloadHandle;
 use crate::httpd::response;
 use crate::metrics::{self, Exposition};
+use crate::web_config::BasicAuth;
 
 /// What the handlers read.
 pub struct WebState {
@@ -22,6 +23,8 @@ pub struct WebState {
     pub credentials_failing: Arc<AtomicBool>,
     /// Triggers configuration reloads (`POST /-/reload`).
     pub reload: Option<ReloadHandle>,
+    /// Basic auth every endpoint requires (`basic_auth_users`); open when absent.
+    pub auth: Option<Arc<BasicAuth>>,
 }
 
 const LANDING: &str = r#"<!DOCTYPE html>
@@ -32,8 +35,28 @@ const LANDING: &str = r#"<!DOCTYPE html>
 </body></html>
 "#;
 
-/// Routes one request.
+/// Routes one request; with basic auth configured, every path needs it (as in the
+/// exporter-toolkit), `/healthz` and `/-/reload` included.
 pub async fn handle(state: Arc<WebState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(auth) = &state.auth {
+        if !auth
+            .authorize(req.headers().get(hyper::header::AUTHORIZATION))
+            .await
+        {
+            let mut resp = response(
+                StatusCode::UNAUTHORIZED,
+                "text/plain; charset=utf-8",
+                "unauthorized\n",
+            );
+            resp.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static(
+                    "Basic realm=\"healthimaging-exporter\", charset=\"UTF-8\"",
+                ),
+            );
+            return resp;
+        }
+    }
     if req.uri().path() == "/-/reload" {
         return reload(&state, req.method()).await;
     }

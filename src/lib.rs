@@ -22,3 +22,4 @@ pub mod source;
 pub mod store;
 pub mod telemetry;
 pub mod transitions;
+pub mod web_config;

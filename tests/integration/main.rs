@@ -14,3 +14,4 @@ mod simulator_cli;
 mod simulator_control;
 mod simulator_scenarios;
 mod simulator_sdk;
+mod web_security;
