@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConfigError, ImageSetTarget, ShardingConfig};
+use crate::config::{Config, ConfigError, DiscoveryRule, ImageSetTarget, ShardingConfig};
 use crate::http::{self, WebState};
 use crate::httpd;
 use crate::ids::ImageSetKey;
@@ -94,7 +94,7 @@ impl App {
         let targets = owned_targets(&config);
         let store = Arc::new(Store::new(&targets));
         let restored = match &config.persistence.state_file {
-            Some(path) => restore(&store, path, !config.discovery.is_empty(), sharding),
+            Some(path) => restore(&store, path, &config.discovery, sharding),
             None => Vec::new(),
         };
         let metrics = ExporterMetrics::new(config.polling.price_per_1000_calls)
@@ -302,9 +302,8 @@ impl App {
         polling.cancel();
         let _ = (&mut *poller).await;
         let sharding = new.sharding;
-        let discovering = !new.discovery.is_empty();
         let discovered = self.store.retarget(&owned_targets(&new), |key| {
-            discovering && sharding.owns(&key.image_set_id)
+            keeps(&new.discovery, sharding, key)
         });
         self.web.exposition.reconfigure(&new.metrics, sharding);
         *polling = shutdown.child_token();
@@ -312,6 +311,15 @@ impl App {
         self.config = new;
         Ok(())
     }
+}
+
+/// Whether a discovered image set is still watched under `rules` and `sharding` (for
+/// `all_datastores`, the first datastore listing settles it).
+fn keeps(rules: &[DiscoveryRule], sharding: ShardingConfig, key: &ImageSetKey) -> bool {
+    sharding.owns(&key.image_set_id)
+        && rules
+            .iter()
+            .any(|r| r.all_datastores || r.datastore_id == Some(key.datastore_id))
 }
 
 /// The configured image sets this instance's shard owns.
@@ -346,14 +354,12 @@ fn now_epoch() -> f64 {
 fn restore(
     store: &Store,
     path: &std::path::Path,
-    discovering: bool,
+    rules: &[DiscoveryRule],
     sharding: ShardingConfig,
 ) -> Vec<ImageSetKey> {
     match persistence::read(path) {
         Ok(Some(saved)) => {
-            let restored = store.restore(&saved, |key| {
-                discovering && sharding.owns(&key.image_set_id)
-            });
+            let restored = store.restore(&saved, |key| keeps(rules, sharding, key));
             tracing::info!(
                 state_file = %path.display(),
                 image_sets = saved.image_sets.len(),

@@ -104,6 +104,9 @@ pub enum Effect {
         /// The datastore.
         datastore: DatastoreId,
     },
+    /// After a complete ListDatastores: every datastore watched now; discovered image
+    /// sets of any other datastore are no longer watched.
+    Watching(std::collections::BTreeSet<DatastoreId>),
     /// `datastore` is no longer watched (not ACTIVE any more): its sweeps are over.
     Unwatched(DatastoreId),
     /// `datastore` is no longer listed at all (deleted, or filtered out): forget it.
@@ -427,6 +430,7 @@ impl Discovery {
             self.watches.remove(&id);
             effects.push(Effect::Unwatched(id));
         }
+        effects.push(Effect::Watching(self.watches.keys().copied().collect()));
         effects
     }
 
@@ -790,9 +794,10 @@ mod tests {
         );
         assert_eq!(
             e.len(),
-            2,
+            3,
             "prod and new are recorded, scratch-a is excluded"
         );
+        assert_eq!(e[2], Effect::Watching([ds(1)].into()));
         assert!(d.pending(t0).low);
         assert!(matches!(
             d.take(Priority::Low, t0, 1000.0),

@@ -153,7 +153,10 @@ pub fn write(path: &Path, saved: &Saved) -> std::io::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "state".into());
-    let tmp = dir.join(format!(".{name}.tmp"));
+    // Unique per write, so two writers (a periodic save overrunning shutdown) never share it.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(&body)?;
@@ -283,7 +286,8 @@ mod tests {
         assert_eq!(back, saved);
         assert_eq!(back.image_sets[0].snapshot.message, None);
         assert_eq!(back.image_sets[0].last_success, Some(10.0));
-        assert!(!dir.path().join(".state.json.tmp").exists());
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "only the state file remains");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! at once; discovered image sets are added as searches list them and woken when a search
 //! shows them changed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -120,14 +120,21 @@ pub async fn poll_one(ctx: &PollContext, target: &ImageSetTarget) -> Polled {
             let update = ctx.store.record_failure(&key, &error);
             let account_wide = matches!(error.kind, ErrorKind::Throttled | ErrorKind::Credentials);
             if update.newly_failing && !account_wide {
-                events::poll_failed(&key, &error, update.last_version.is_some());
+                events::poll_failed(
+                    &key,
+                    &error,
+                    update.last_version.is_some() || update.discovered,
+                );
             }
             if let (Some(t), Some(version)) = (&update.gone, update.last_version) {
                 events::transition(&key, version, t, None, false, None);
             }
             let outcome = match error.kind {
                 ErrorKind::Throttled => Outcome::Throttled,
-                ErrorKind::NotFound if update.last_version.is_some() => Outcome::Gone,
+                // A discovered set that 404s was deleted (even before its first read).
+                ErrorKind::NotFound if update.last_version.is_some() || update.discovered => {
+                    Outcome::Gone
+                }
                 _ => Outcome::Failed,
             };
             Polled::Done(outcome, None)
@@ -151,7 +158,27 @@ pub async fn backfill_one(
     .await;
     let throttled = matches!(&result, Err(e) if e.kind == ErrorKind::Throttled);
     let history = match result {
-        Ok(page) => page.items,
+        Ok(page) => {
+            let from = ctx.store.known_version(&key).map_or(0, |v| v.get());
+            let to = snapshot.version_id.get();
+            let found = page
+                .items
+                .iter()
+                .filter(|r| (from + 1..to).contains(&r.version_id.get()))
+                .count() as u64;
+            if found < to.saturating_sub(from + 1) {
+                // One page (50 versions, newest first) is all a backfill spends.
+                tracing::warn!(
+                    datastore_id = %key.datastore_id,
+                    image_set_id = %key.image_set_id,
+                    from_version = from,
+                    to_version = to,
+                    backfilled_versions = found,
+                    "backfill incomplete: more skipped versions than one ListImageSetVersions page"
+                );
+            }
+            page.items
+        }
         Err(error) => {
             let from = ctx.store.known_version(&key).unwrap_or(snapshot.version_id);
             events::backfill_failed(&key, from, snapshot.version_id, &error);
@@ -322,18 +349,33 @@ impl Poller {
                 discovered: false,
             })
             .collect();
-        // Discovered image sets from the state file: watched (and re-read once) at once,
-        // before discovery lists them again.
-        tracked.extend(restored.into_iter().map(|key| Tracked {
-            target: ImageSetTarget {
-                datastore_id: key.datastore_id,
-                image_set_id: key.image_set_id,
-                version_id: None,
-            },
-            updated_at: f64::NEG_INFINITY,
-            listed: 0,
-            discovered: true,
-        }));
+        // Discovered image sets already in the store (from the state file, or kept over a
+        // reload): watched at once, with the updatedAt last seen so that listing them again
+        // does not count as a change.
+        {
+            let state = ctx.store.read();
+            tracked.extend(restored.into_iter().map(|key| {
+                let entry = state.entries.get(&key);
+                let updated_at = entry
+                    .and_then(|e| {
+                        e.snapshot
+                            .as_ref()
+                            .and_then(|s| s.updated_at)
+                            .or(e.listed.as_ref().and_then(|l| l.updated_at))
+                    })
+                    .unwrap_or(f64::NEG_INFINITY);
+                Tracked {
+                    target: ImageSetTarget {
+                        datastore_id: key.datastore_id,
+                        image_set_id: key.image_set_id,
+                        version_id: None,
+                    },
+                    updated_at,
+                    listed: 0,
+                    discovered: true,
+                }
+            }));
+        }
         let index = tracked
             .iter()
             .enumerate()
@@ -371,8 +413,23 @@ impl Poller {
             started,
             SmallRng::from_os_rng(),
         );
-        for _ in self.initial..self.tracked.len() {
-            scheduler.add(Watch::OnChange, started);
+        for i in self.initial..self.tracked.len() {
+            // Restored sets are read once (changes while down), as are unread and running
+            // ones; settled sets kept over a reload were read before and wait for a change.
+            let key = self.tracked[i].target.key();
+            let read_now = self.ctx.store.read().entries.get(&key).is_some_and(|e| {
+                let in_progress = e.snapshot.as_ref().is_some_and(|s| {
+                    s.workflow_status
+                        .as_ref()
+                        .is_some_and(|w| w.is_in_progress())
+                });
+                e.restored || e.snapshot.is_none() || in_progress
+            });
+            if read_now {
+                scheduler.add(Watch::OnChange, started);
+            } else {
+                scheduler.add_parked(started);
+            }
         }
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, Running> = HashMap::new();
@@ -556,7 +613,9 @@ impl Poller {
                 let mut listed = 0usize;
                 let mut unlisted = 0usize;
                 for (i, t) in self.tracked.iter().enumerate() {
-                    if !t.discovered || t.target.datastore_id != datastore {
+                    let key = t.target.key();
+                    let live = self.index.get(&key) == Some(&i);
+                    if !t.discovered || key.datastore_id != datastore || !live {
                         continue;
                     }
                     if t.listed == generation {
@@ -580,14 +639,12 @@ impl Poller {
                     .record_sweep(datastore, Sweep::Changes, now_epoch());
             }
             Effect::Vanished(datastore) => self.ctx.store.forget_datastore(datastore, true),
+            Effect::Watching(watched) => {
+                self.forget_discovered(scheduler, |ds| !watched.contains(&ds));
+            }
             Effect::Unwatched(datastore) => {
                 self.ctx.store.forget_datastore(datastore, false);
-                tracing::info!(datastore_id = %datastore, "datastore no longer watched: deleted or filtered out");
-                for (i, t) in self.tracked.iter().enumerate() {
-                    if t.discovered && t.target.datastore_id == datastore {
-                        scheduler.wake(i);
-                    }
-                }
+                self.forget_discovered(scheduler, |ds| ds == datastore);
             }
             Effect::Failed {
                 datastore,
@@ -598,6 +655,32 @@ impl Poller {
                 datastore,
                 operation,
             } => events::discovery_recovered(datastore, operation),
+        }
+    }
+
+    /// Stops watching the discovered image sets of datastores `unwatched` says (filtered
+    /// out, no longer ACTIVE, or no rule covers them any more): their series go at once.
+    fn forget_discovered(
+        &mut self,
+        scheduler: &mut Scheduler<SmallRng>,
+        unwatched: impl Fn(DatastoreId) -> bool,
+    ) {
+        let mut forgotten = BTreeMap::<DatastoreId, usize>::new();
+        for (i, t) in self.tracked.iter().enumerate() {
+            let key = t.target.key();
+            if t.discovered && unwatched(key.datastore_id) && self.index.get(&key) == Some(&i) {
+                scheduler.drop_target(i);
+                self.index.remove(&key);
+                self.ctx.store.forget(&key);
+                *forgotten.entry(key.datastore_id).or_default() += 1;
+            }
+        }
+        for (datastore, image_sets) in forgotten {
+            tracing::info!(
+                datastore_id = %datastore,
+                image_sets,
+                "datastore no longer watched: its discovered image sets are forgotten"
+            );
         }
     }
 

@@ -301,6 +301,15 @@ impl<R: Rng> Scheduler<R> {
         i
     }
 
+    /// Adds an on-change target that is already known (after a reload): parked until a
+    /// search wakes it. Returns its index.
+    pub fn add_parked(&mut self, now: Instant) -> usize {
+        let i = self.add(Watch::OnChange, now);
+        self.targets[i].slot = Slot::Parked;
+        self.targets[i].polled_once = true;
+        i
+    }
+
     /// Target `i` changed (a search saw a newer `updatedAt`): poll it before anything
     /// else that is queued, once. Dropped targets stay dropped.
     pub fn wake(&mut self, i: usize) {
@@ -315,6 +324,16 @@ impl<R: Rng> Scheduler<R> {
                 t.slot = Slot::Queued;
                 self.changed.push_back((i, t.seq));
             }
+        }
+    }
+
+    /// Stops polling target `i` for good (its image set is no longer watched).
+    pub fn drop_target(&mut self, i: usize) {
+        if let Some(t) = self.targets.get_mut(i) {
+            if t.slot != Slot::Dropped && t.failures > 0 {
+                self.in_backoff -= 1;
+            }
+            t.slot = Slot::Dropped;
         }
     }
 

@@ -581,7 +581,21 @@ fn sane_code(code: &str) -> Option<String> {
     ok.then(|| code.to_string())
 }
 
+/// The error and its causes, one line, at most 1,024 characters (log and label safety).
 fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = full_chain(error);
+    if text.len() > 1024 {
+        let cut = (0..=1024)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+fn full_chain(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -614,9 +628,9 @@ fn classify<E>(error: SdkError<E, HttpResponse>) -> SourceError
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
-    let text = chain(&error);
-    if !matches!(error, SdkError::ServiceError(_)) && text.contains(IDENTITY_TIMEOUT) {
-        return SourceError::new(ErrorKind::Credentials, text);
+    if !matches!(error, SdkError::ServiceError(_)) && full_chain(&error).contains(IDENTITY_TIMEOUT)
+    {
+        return SourceError::new(ErrorKind::Credentials, chain(&error));
     }
     match &error {
         SdkError::ServiceError(ctx) => {

@@ -147,6 +147,8 @@ pub struct FailureUpdate {
     pub gone: Option<Transition>,
     /// Version of the last snapshot, for the event.
     pub last_version: Option<VersionId>,
+    /// The image set was found by discovery (a 404 means it went away, not a typo).
+    pub discovered: bool,
 }
 
 /// Thread-safe holder of [`State`].
@@ -406,6 +408,7 @@ impl Store {
             newly_failing: entry.last_error != Some(error.kind),
             last_version: entry.snapshot.as_ref().map(|s| s.version_id),
             gone: None,
+            discovered: entry.origin == Origin::Discovered,
         };
         entry.last_error = Some(error.kind);
         if error.kind == ErrorKind::NotFound && !entry.gone {

@@ -15,6 +15,9 @@ const CAPPED: &[&str] = &[
     "aws_credential_types",
     "aws_runtime",
     "aws_sdk_medicalimaging",
+    "aws_sdk_sso",
+    "aws_sdk_ssooidc",
+    "aws_sdk_sts",
     "aws_sigv4",
     "aws_smithy_http",
     "aws_smithy_http_client",
@@ -26,6 +29,7 @@ const CAPPED: &[&str] = &[
     "hyper",
     "hyper_util",
     "rustls",
+    "tokio_rustls",
 ];
 
 /// Installs the global subscriber; `RUST_LOG` wins over `log.level` when set.

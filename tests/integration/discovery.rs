@@ -557,3 +557,54 @@ async fn three_datastores_under_a_five_calls_per_second_budget() {
         max_in_window(&requests, 10.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_discovered_set_deleted_before_its_first_read_is_dropped() {
+    let sim = TestSimulator::start(&format!(
+        "seed = 17\n[[datastores]]\nid = \"{DS_A}\"\nname = \"prod-a\"\n\
+         [[generate]]\ndatastore_id = \"{DS_A}\"\ncount = 100\nupdated_spread = \"30d\"\n"
+    ))
+    .await;
+    // The oldest set is read last: delete it as soon as discovery has listed it.
+    let mut sets: Vec<(f64, String)> = sim.get("image-sets").await["imageSets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["updatedAt"].as_f64().unwrap(),
+                s["imageSetId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    sets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let oldest = sets[0].1.clone();
+    let exporter = exporter(
+        &sim,
+        &format!(
+            "[polling]\nmax_requests_per_second = 20\nburst = 5\ngone_retention = \"1s\"\n\
+             in_progress_interval = \"200ms\"\nmax_backoff = \"500ms\"\n{}",
+            discovery(&format!("datastore_id = \"{DS_A}\""), "")
+        ),
+    );
+    ready(&exporter).await;
+    assert_eq!(sim.delete_image_set(DS_A, &oldest).await, 200);
+    exporter
+        .wait_for_log("the drop", |l| {
+            l["message"] == "image set dropped: gone for longer than polling.gone_retention"
+                && l["image_set_id"] == oldest.as_str()
+        })
+        .await;
+    let text = exporter.metrics().await;
+    assert_eq!(sample(&text, "healthimaging_targets", &[]), Some(99.0));
+    assert_eq!(counted(&text, DS_A).0, 99.0);
+    let config_hint = exporter.logs().into_iter().any(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("check the datastore and image set ids"))
+    });
+    assert!(
+        !config_hint,
+        "a deleted discovered set is no config mistake"
+    );
+}
