@@ -79,6 +79,23 @@ async fn requests(sim: &TestSimulator, operation: &str, since: f64) -> Vec<(f64,
         .collect()
 }
 
+/// The simulator's image set ids, most recently updated first.
+async fn newest_first(sim: &TestSimulator) -> Vec<String> {
+    let mut sets: Vec<(f64, String)> = sim.get("image-sets").await["imageSets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["updatedAt"].as_f64().unwrap(),
+                s["imageSetId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    sets.sort_by(|a, b| b.0.total_cmp(&a.0));
+    sets.into_iter().map(|(_, id)| id).collect()
+}
+
 async fn ready(exporter: &ExporterProcess) {
     let addr = exporter.addr().await;
     eventually("/readyz 200", Duration::from_secs(30), || async {
@@ -232,24 +249,13 @@ async fn first_sweep_counts_unknown_sets_at_once_and_reads_the_newest_first() {
         "{unknown} of 150 still unknown right after discovery"
     );
     // The first reads go to the most recently updated image sets.
-    let mut newest: Vec<(f64, String)> = sim.get("image-sets").await["imageSets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["updatedAt"].as_f64().unwrap(),
-                s["imageSetId"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    newest.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let newest = newest_first(&sim).await;
     let first: Vec<String> = eventually("5 polls", Duration::from_secs(10), || async {
         let polls = requests(&sim, "GetImageSet", 0.0).await;
         (polls.len() >= 5).then(|| polls.into_iter().take(5).map(|(_, id)| id).collect())
     })
     .await;
-    let expected: Vec<String> = newest.into_iter().take(5).map(|(_, id)| id).collect();
+    let expected: Vec<String> = newest.into_iter().take(5).collect();
     assert_eq!(first, expected);
 }
 
@@ -566,19 +572,7 @@ async fn a_discovered_set_deleted_before_its_first_read_is_dropped() {
     ))
     .await;
     // The oldest set is read last: delete it as soon as discovery has listed it.
-    let mut sets: Vec<(f64, String)> = sim.get("image-sets").await["imageSets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["updatedAt"].as_f64().unwrap(),
-                s["imageSetId"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    sets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let oldest = sets[0].1.clone();
+    let oldest = newest_first(&sim).await.pop().unwrap();
     let exporter = exporter(
         &sim,
         &format!(
