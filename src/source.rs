@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aws_config::identity::IdentityCache;
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::error::CredentialsError;
@@ -241,7 +242,10 @@ impl AwsSource {
                     .operation_timeout(request_timeout)
                     .connect_timeout(request_timeout.min(Duration::from_secs(5)))
                     .build(),
-            );
+            )
+            // Responses are a few KB and every call has an operation timeout; the stalled
+            // stream guard's per-response timer costs CPU on every call for nothing.
+            .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
         if let Some(region) = &aws.region {
             loader = loader.region(Region::new(region.clone()));
         }
