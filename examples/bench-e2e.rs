@@ -11,13 +11,16 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod support;
 
 use anyhow::{bail, Context, Result};
 use healthimaging_exporter::simulator::{RunningSimulator, Scenario};
 use serde_json::json;
+use support::{exporter_binary, proc_status_bytes};
 
 const DS: &str = "0123456789abcdef0123456789abcdef";
 /// Bench budget: high enough that a 100k first sweep takes about a minute against the local
@@ -46,31 +49,6 @@ impl Drop for Exporter {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn exporter_binary() -> Result<PathBuf> {
-    // target/release/examples/bench-e2e -> target/release/healthimaging-exporter
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locating target dir")?;
-    let bin = dir.join("healthimaging-exporter");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let profile = if dir.ends_with("release") {
-        vec!["--release"]
-    } else {
-        vec![]
-    };
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "--bin", "healthimaging-exporter"])
-        .args(profile)
-        .status()
-        .context("building the exporter binary")?;
-    if !status.success() || !bin.exists() {
-        bail!("cannot build {}", bin.display());
-    }
-    Ok(bin)
 }
 
 fn free_port() -> Result<u16> {
@@ -142,19 +120,6 @@ fn clock_ticks() -> f64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
-}
-
-fn rss_bytes(pid: u32) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .context("VmRSS")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kb * 1024.0)
 }
 
 async fn wait_for(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<Duration> {
@@ -246,7 +211,7 @@ async fn one_run(bin: &Path, n: u32, baseline_rss: f64) -> Result<Figures> {
     let cpu_per_call = (cpu1 - cpu0) / (calls1 - calls0).max(1.0);
 
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rss = rss_bytes(pid)?;
+    let rss = proc_status_bytes(pid, "VmRSS:")?;
     let mut times = Vec::new();
     let mut size = 0usize;
     for _ in 0..5 {
@@ -303,7 +268,7 @@ async fn baseline(bin: &Path) -> Result<f64> {
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = rss_bytes(exporter.child.id())?;
+    let rss = proc_status_bytes(exporter.child.id(), "VmRSS:")?;
     drop(exporter);
     sim.stop().await;
     Ok(rss)

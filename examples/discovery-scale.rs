@@ -12,14 +12,16 @@
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+mod support;
+
+use anyhow::{bail, Result};
 use healthimaging_exporter::simulator::{RunningSimulator, Scenario};
 use rand::Rng;
 use serde_json::{json, Value};
+use support::{exporter_binary, proc_status_bytes};
 
 const DATASTORES: [&str; 3] = [
     "d0000000000000000000000000000001",
@@ -45,37 +47,6 @@ fn arg(name: &str, default: u64) -> u64 {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn exporter_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("locating target dir")?;
-    let bin = dir.join("healthimaging-exporter");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "--bin", "healthimaging-exporter"]);
-    if dir.ends_with("release") {
-        cmd.arg("--release");
-    }
-    if !cmd.status()?.success() || !bin.exists() {
-        bail!("cannot build {}", bin.display());
-    }
-    Ok(bin)
-}
-
-fn status_kb(pid: u32, field: &str) -> Result<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    Ok(status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .context("field in /proc status")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?)
 }
 
 async fn get_text(http: &reqwest::Client, url: &str) -> Result<(u16, String)> {
@@ -204,7 +175,7 @@ async fn main() -> Result<()> {
         "discovery complete after {:.1} s ({} still unknown, polled in the background); RSS {:.1} MiB",
         discovered.0.as_secs_f64(),
         discovered.1,
-        status_kb(pid, "VmRSS:")? / 1024.0
+        proc_status_bytes(pid, "VmRSS:")? / 1048576.0
     );
 
     // Changes to IMPORT_FAILED, each on a random image set.
@@ -271,8 +242,8 @@ async fn main() -> Result<()> {
     );
     println!(
         "exporter RSS now {:.1} MiB, peak {:.1} MiB; detection median {:.1} s",
-        status_kb(pid, "VmRSS:")? / 1024.0,
-        status_kb(pid, "VmHWM:")? / 1024.0,
+        proc_status_bytes(pid, "VmRSS:")? / 1048576.0,
+        proc_status_bytes(pid, "VmHWM:")? / 1048576.0,
         {
             detection.sort_by(f64::total_cmp);
             detection

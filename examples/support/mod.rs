@@ -1,0 +1,43 @@
+//! What the benchmark examples share: building the exporter binary next to the example,
+//! and reading a process's memory from /proc (so figures are the exporter's alone).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Builds the exporter binary in the example's profile and returns its path
+/// (target/PROFILE/examples/NAME -> target/PROFILE/healthimaging-exporter).
+pub fn exporter_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("locating target dir")?;
+    let bin = dir.join("healthimaging-exporter");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "--bin", "healthimaging-exporter"]);
+    if dir.ends_with("release") {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("building the exporter binary")?;
+    if !status.success() || !bin.exists() {
+        bail!("cannot build {}", bin.display());
+    }
+    Ok(bin)
+}
+
+/// A `kB` field of /proc/PID/status (e.g. `VmRSS:`, `VmHWM:`), in bytes.
+pub fn proc_status_bytes(pid: u32, field: &str) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .with_context(|| format!("{field} in /proc/{pid}/status"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024.0)
+}
