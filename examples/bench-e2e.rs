@@ -4,7 +4,7 @@
 //! Run: `cargo run --release --example bench-e2e -- [--sizes 1000,10000,100000] [--runs 3]`
 //!
 //! Per size it measures: startup to the first /metrics answer, exporter CPU per GetImageSet
-//! call (utime + stime from /proc over the first sweep), RSS at steady state and bytes per
+//! call (the threads' schedstat run time over the first sweep), RSS at steady state and bytes per
 //! image set above a 1-image-set baseline, /metrics response time and size, and detection
 //! latency (control-API status change until it is on /metrics) of an in-progress image set.
 //! Every figure is the median of `--runs` runs.
@@ -20,13 +20,17 @@ mod support;
 use anyhow::{bail, Context, Result};
 use healthimaging_exporter::simulator::{RunningSimulator, Scenario};
 use serde_json::json;
-use support::{exporter_binary, proc_status_bytes};
+use support::{cpu_seconds, exporter_binary, proc_status_bytes};
 
 const DS: &str = "0123456789abcdef0123456789abcdef";
 /// Bench budget: high enough that a 100k first sweep takes about a minute against the local
 /// simulator (1000/s, the validated maximum). Everything else is the default configuration.
 const BENCH_RATE: u32 = 1000;
 const IN_PROGRESS: u32 = 5;
+/// How often startup is probed: fine-grained, the figure is milliseconds.
+const STARTUP_PROBE: Duration = Duration::from_millis(2);
+/// How often the end of the first sweep is probed (see `wait_for`).
+const SWEEP_PROBE: Duration = Duration::from_millis(100);
 
 struct Exporter {
     child: Child,
@@ -100,29 +104,14 @@ fn start_exporter(bin: &Path, endpoint: &str, ids: &[String]) -> Result<(Exporte
     Ok((exporter, started))
 }
 
-/// utime + stime of `pid` in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("stat format")?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-async fn wait_for(http: &reqwest::Client, url: &str, timeout: Duration) -> Result<Duration> {
+/// Polls `url` every `every` until it answers 2xx. During the sweep the interval is long: each
+/// probe is a request the exporter serves, and its CPU would be counted against GetImageSet.
+async fn wait_for(
+    http: &reqwest::Client,
+    url: &str,
+    every: Duration,
+    timeout: Duration,
+) -> Result<Duration> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if let Ok(r) = http.get(url).send().await {
@@ -130,7 +119,7 @@ async fn wait_for(http: &reqwest::Client, url: &str, timeout: Duration) -> Resul
                 return Ok(start.elapsed());
             }
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(every).await;
     }
     bail!("{url} not ready within {timeout:?}")
 }
@@ -196,13 +185,14 @@ async fn one_run(bin: &Path, n: u32, baseline_rss: f64) -> Result<Figures> {
     let (exporter, spawned) = start_exporter(bin, &endpoint, &ids)?;
     let pid = exporter.child.id();
     let metrics_url = format!("http://{}/metrics", exporter.addr);
-    wait_for(&http, &metrics_url, Duration::from_secs(60)).await?;
+    wait_for(&http, &metrics_url, STARTUP_PROBE, Duration::from_secs(60)).await?;
     let startup = spawned.elapsed();
     let (cpu0, calls0) = (cpu_seconds(pid)?, sim_calls(&http, &endpoint).await?);
     let sweep_started = Instant::now();
     wait_for(
         &http,
         &format!("http://{}/readyz", exporter.addr),
+        SWEEP_PROBE,
         Duration::from_secs(900),
     )
     .await?;
@@ -264,6 +254,7 @@ async fn baseline(bin: &Path) -> Result<f64> {
     wait_for(
         &http,
         &format!("http://{}/readyz", exporter.addr),
+        SWEEP_PROBE,
         Duration::from_secs(60),
     )
     .await?;

@@ -7,7 +7,7 @@
 //! It measures: time until discovery completes (`/readyz` and every image set counted in
 //! `healthimaging_image_sets`), the API call rate from the simulator's own request log (max
 //! in any 1, 10 and 60 s window, and the average), throttled calls, the exporter's RSS (now
-//! and peak), and for `--changes` random image sets the time from a control-API change to
+//! and peak), its CPU time, and for `--changes` random image sets the time from a control-API change to
 //! IMPORT_FAILED until it is on /metrics, at the default search interval.
 
 use std::collections::BTreeMap;
@@ -21,7 +21,7 @@ use anyhow::{bail, Result};
 use healthimaging_exporter::simulator::{RunningSimulator, Scenario};
 use rand::Rng;
 use serde_json::{json, Value};
-use support::{exporter_binary, proc_status_bytes};
+use support::{cpu_seconds, exporter_binary, proc_status_bytes};
 
 const DATASTORES: [&str; 3] = [
     "d0000000000000000000000000000001",
@@ -239,6 +239,12 @@ async fn main() -> Result<()> {
         max_in_window(&times, 1.0),
         max_in_window(&times, 10.0),
         max_in_window(&times, 60.0),
+    );
+    let cpu = cpu_seconds(pid)?;
+    println!(
+        "exporter CPU {cpu:.1} s in {:.0} s ({:.1} % of one core; includes serving this harness's /metrics reads)",
+        started.elapsed().as_secs_f64(),
+        cpu * 100.0 / started.elapsed().as_secs_f64()
     );
     println!(
         "exporter RSS now {:.1} MiB, peak {:.1} MiB; detection median {:.1} s",

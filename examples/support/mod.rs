@@ -1,5 +1,5 @@
 //! What the benchmark examples share: building the exporter binary next to the example,
-//! and reading a process's memory from /proc (so figures are the exporter's alone).
+//! and reading a process's memory and CPU time from /proc (so figures are its alone).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +18,9 @@ pub fn exporter_binary() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--quiet", "--bin", "healthimaging-exporter"]);
+    // `cargo run` exports the build script's `GIT_REVISION` to the example; passed on, it
+    // would change the build script's input and rebuild the whole binary on every run.
+    cmd.env_remove("GIT_REVISION");
     if dir.ends_with("release") {
         cmd.arg("--release");
     }
@@ -40,4 +43,20 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> Result<f64> {
         .trim()
         .parse()?;
     Ok(kb * 1024.0)
+}
+
+/// CPU time of every thread of `pid` in seconds, from `/proc/PID/task/*/schedstat`
+/// (nanoseconds; `/proc/PID/stat` counts in 10 ms ticks, too coarse for a 1 s sweep).
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread that exited between listing and reading has nothing left to count.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let first = text.split_whitespace().next().context("schedstat format")?;
+        ns += first.parse::<u64>()?;
+    }
+    Ok(ns as f64 / 1e9)
 }
