@@ -434,6 +434,12 @@ impl Poller {
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let mut running: HashMap<tokio::task::Id, Running> = HashMap::new();
         let mut announced = false;
+        // Both live across iterations: every completion runs the loop once, and a fresh
+        // timer and cancellation waiter each time cost more than the decision itself.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let sleep = tokio::time::sleep_until(started);
+        tokio::pin!(sleep);
         loop {
             let now = Instant::now();
             if !announced && scheduler.first_sweep_done() && self.discovery.initial_done() {
@@ -488,9 +494,10 @@ impl Poller {
                 Next::WaitUntil(at) => at.min(now + MAX_SLEEP),
                 Next::Idle => now + MAX_SLEEP,
             };
+            sleep.as_mut().reset(wake);
             tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(wake) => {}
+                _ = &mut cancelled => break,
+                _ = &mut sleep => {}
                 Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     let done = match joined {
                         Ok((id, done)) => {

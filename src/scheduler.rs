@@ -70,12 +70,25 @@ pub enum Next {
     Job(Priority),
 }
 
-/// Token bucket: `rate` tokens per second, at most `burst` saved up.
+/// How long an empty bucket lets tokens gather before it releases them together.
+///
+/// Waking up once per token costs more CPU than the call it admits at high rates (measured:
+/// 162 µs per call paced one by one at 1,000 calls/s against 91 µs released five at a time;
+/// `examples/sdk-floor.rs`). Releasing what 10 ms bring keeps the rate and the burst limit
+/// and delays a call by at most 10 ms; below 100 calls/s a batch is one token, as before.
+pub const COALESCE: Duration = Duration::from_millis(10);
+
+/// Token bucket: `rate` tokens per second, at most `burst` saved up; once empty, it waits
+/// until [`COALESCE`]'s worth of tokens has gathered (at least one, at most `burst`).
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     tokens: f64,
     burst: f64,
     rate: f64,
+    /// Tokens an empty bucket waits for.
+    batch: f64,
+    /// The bucket ran dry and waits for a whole batch.
+    gathering: bool,
     updated: Instant,
 }
 
@@ -87,6 +100,8 @@ impl TokenBucket {
             tokens: burst,
             burst,
             rate,
+            batch: batch(rate, burst),
+            gathering: false,
             updated: now,
         }
     }
@@ -100,11 +115,14 @@ impl TokenBucket {
     /// Takes a token, or says when one will be there.
     pub fn take(&mut self, now: Instant) -> Result<(), Instant> {
         self.refill(now);
-        if self.tokens >= 1.0 {
+        let needed = if self.gathering { self.batch } else { 1.0 };
+        if self.tokens >= needed {
+            self.gathering = false;
             self.tokens -= 1.0;
             Ok(())
         } else {
-            let wait = (1.0 - self.tokens) / self.rate;
+            self.gathering = true;
+            let wait = (self.batch - self.tokens) / self.rate;
             Err(now + Duration::from_secs_f64(wait.max(0.001)))
         }
     }
@@ -113,6 +131,7 @@ impl TokenBucket {
     pub fn set_rate(&mut self, rate: f64, now: Instant) {
         self.refill(now);
         self.rate = rate;
+        self.batch = batch(rate, self.burst);
     }
 
     /// Drops saved-up tokens so a throttled client does not burst straight back in.
@@ -120,6 +139,11 @@ impl TokenBucket {
         self.refill(now);
         self.tokens = self.tokens.min(1.0);
     }
+}
+
+/// The tokens [`COALESCE`] brings at `rate`, between 1 and `burst`.
+fn batch(rate: f64, burst: f64) -> f64 {
+    (rate * COALESCE.as_secs_f64()).floor().clamp(1.0, burst)
 }
 
 /// Additive-increase, multiplicative-decrease control of the request rate.
@@ -617,6 +641,67 @@ mod tests {
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// Takes tokens from `bucket` for `length`, waking only when it says; returns the
+    /// instants (since start) of every take and the number of wake-ups.
+    fn drain_bucket(
+        bucket: &mut TokenBucket,
+        start: Instant,
+        length: Duration,
+    ) -> (Vec<Duration>, usize) {
+        let (mut now, mut takes, mut wakes) = (start, Vec::new(), 0);
+        while now < start + length {
+            match bucket.take(now) {
+                Ok(()) => takes.push(now - start),
+                Err(at) => {
+                    assert!(at > now, "a wait ends in the future");
+                    now = at;
+                    wakes += 1;
+                }
+            }
+        }
+        (takes, wakes)
+    }
+
+    #[test]
+    fn an_empty_bucket_releases_tokens_in_batches_at_high_rates() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(1000.0, 100, start);
+        let (takes, wakes) = drain_bucket(&mut bucket, start, Duration::from_secs(10));
+        // The rate holds: 100 saved + 1,000 a second, give or take one batch.
+        assert!((10_090..=10_100).contains(&takes.len()), "{}", takes.len());
+        // One wake-up per 10 tokens, not one per token.
+        assert!((995..=1_000).contains(&wakes), "{wakes} wake-ups");
+        let in_one_ms = (0..takes.len())
+            .map(|i| {
+                takes[i..]
+                    .iter()
+                    .take_while(|t| **t < takes[i] + Duration::from_millis(1))
+                    .count()
+            })
+            .max();
+        assert_eq!(in_one_ms, Some(100), "the saved-up burst, never more");
+        // No call waits longer than one batch period after the previous one.
+        let longest = takes.windows(2).map(|w| w[1] - w[0]).max();
+        assert!(
+            longest <= Some(COALESCE + Duration::from_millis(1)),
+            "{longest:?}"
+        );
+    }
+
+    #[test]
+    fn a_slow_bucket_releases_tokens_one_by_one() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::new(5.0, 1, start);
+        let (takes, wakes) = drain_bucket(&mut bucket, start, Duration::from_secs(10));
+        assert!((50..=51).contains(&takes.len()), "{}", takes.len());
+        // A wake-up per token (the last one may end past the 10 s).
+        assert!(wakes.abs_diff(takes.len()) <= 1, "{wakes} wake-ups");
+        // A batch never exceeds the burst, even when the rate would fill more in 10 ms.
+        let mut small = TokenBucket::new(10_000.0, 20, start);
+        small.set_rate(10_000.0, start);
+        assert_eq!(small.batch, 20.0);
     }
 
     #[tokio::test(start_paused = true)]
