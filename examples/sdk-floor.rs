@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use healthimaging_exporter::config::AwsConfig;
 use healthimaging_exporter::ids::{DatastoreId, ImageSetId, ImageSetKey};
 use healthimaging_exporter::source::{AwsSource, ClientOptions, ImageSetSource};
-use support::{cpu_seconds, exporter_binary, proc_status_bytes};
+use support::{cpu_seconds, exporter_binary, http_client, proc_status_bytes};
 
 const DS: &str = "0123456789abcdef0123456789abcdef";
 const SETS: u64 = 1000;
@@ -160,7 +160,7 @@ async fn main() -> Result<()> {
             .stderr(Stdio::null())
             .spawn()?,
     );
-    let http = reqwest::Client::new();
+    let http = http_client()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while http
         .get(format!("{endpoint}/_simulator/stats"))

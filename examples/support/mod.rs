@@ -31,6 +31,15 @@ pub fn exporter_binary() -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// An HTTP client for the harnesses. Idle connections are dropped after 5 s, before the
+/// servers close them (10 s, `Limits::header_read_timeout`): reusing one the server is
+/// closing fails with "connection closed before message completed".
+pub fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
+        .build()?)
+}
+
 /// A `kB` field of /proc/PID/status (e.g. `VmRSS:`, `VmHWM:`), in bytes.
 pub fn proc_status_bytes(pid: u32, field: &str) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
