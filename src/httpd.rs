@@ -1,8 +1,8 @@
-//! The exporter's HTTP/1.1 accept loop (the simulator has its own in `simulator/server.rs`,
-//! with the same [`Limits`]).
+//! The HTTP/1.1 accept loop of the exporter and the simulator.
 //!
 //! It owns connection plumbing only (accept, optional TLS, per-connection limits, graceful
-//! drain); routing, authentication and wire formats stay with each server.
+//! drain); routing, authentication, wire formats and body types stay with each server (the
+//! simulator's bodies can break a connection halfway on purpose).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -60,22 +60,32 @@ impl Default for Limits {
     }
 }
 
+/// A response body the accept loop can send: any hyper body of `Bytes` that can cross
+/// threads.
+pub trait ResponseBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> ResponseBody for B where B: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
+/// The error type hyper accepts from a response body.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Serves `handler` over plain HTTP on `listener` until `shutdown` fires, then drains open
 /// connections.
-pub async fn serve<H, Fut>(
+pub async fn serve<H, Fut, B>(
     listener: TcpListener,
     handler: H,
     shutdown: CancellationToken,
     limits: Limits,
 ) where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: ResponseBody,
 {
     serve_with_tls(listener, None, handler, shutdown, limits).await;
 }
 
 /// Like [`serve`], over TLS when `tls` is given.
-pub async fn serve_with_tls<H, Fut>(
+pub async fn serve_with_tls<H, Fut, B>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     handler: H,
@@ -83,7 +93,8 @@ pub async fn serve_with_tls<H, Fut>(
     limits: Limits,
 ) where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: ResponseBody,
 {
     let tls = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
@@ -146,11 +157,12 @@ pub async fn serve_with_tls<H, Fut>(
 }
 
 /// Serves HTTP/1.1 on one established connection until it closes or the drain ends it.
-async fn serve_connection<S, H, Fut>(io: S, handler: H, limits: Limits, watcher: Watcher)
+async fn serve_connection<S, H, Fut, B>(io: S, handler: H, limits: Limits, watcher: Watcher)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: ResponseBody,
 {
     let service = service_fn(move |req| {
         let handler = handler.clone();

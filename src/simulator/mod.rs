@@ -723,7 +723,7 @@ impl RunningSimulator {
             drain_timeout: Duration::from_secs(1),
             ..httpd::Limits::default()
         };
-        let task = tokio::spawn(server::serve(listener, handler, shutdown.clone(), limits));
+        let task = tokio::spawn(httpd::serve(listener, handler, shutdown.clone(), limits));
         Ok(RunningSimulator {
             addr,
             simulator,
