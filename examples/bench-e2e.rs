@@ -21,7 +21,7 @@ mod support;
 use anyhow::{bail, Context, Result};
 use healthimaging_exporter::simulator::{RunningSimulator, Scenario};
 use serde_json::json;
-use support::{cpu_seconds, exporter_binary, http_client, proc_status_bytes};
+use support::{cpu_seconds, exporter_binary, exporter_command, http_client, proc_status_bytes};
 
 const DS: &str = "0123456789abcdef0123456789abcdef";
 /// Bench budget: high enough that a 100k first sweep takes about a minute against the local
@@ -80,15 +80,7 @@ fn start_exporter(bin: &Path, endpoint: &str, ids: &[String]) -> Result<(Exporte
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config)?;
     let started = Instant::now();
-    let child = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .env_remove("RUST_LOG")
+    let child = exporter_command(bin, &path)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;

@@ -21,7 +21,7 @@ use anyhow::{bail, Result};
 use healthimaging_exporter::simulator::{RunningSimulator, Scenario};
 use rand::Rng;
 use serde_json::{json, Value};
-use support::{cpu_seconds, exporter_binary, http_client, proc_status_bytes};
+use support::{cpu_seconds, exporter_binary, exporter_command, http_client, proc_status_bytes};
 
 const DATASTORES: [&str; 3] = [
     "d0000000000000000000000000000001",
@@ -140,15 +140,7 @@ async fn main() -> Result<()> {
     let t0 = epoch();
     let started = Instant::now();
     let exporter = Exporter(
-        Command::new(&bin)
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("AWS_ACCESS_KEY_ID", "AKIDSCALE")
-            .env("AWS_SECRET_ACCESS_KEY", "scale")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .env_remove("RUST_LOG")
+        exporter_command(&bin, &path)
             .stdout(Stdio::null())
             .spawn()?,
     );

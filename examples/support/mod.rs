@@ -1,5 +1,8 @@
-//! What the benchmark examples share: building the exporter binary next to the example,
-//! and reading a process's memory and CPU time from /proc (so figures are its alone).
+//! What the benchmark examples share: building and starting the exporter binary, an HTTP
+//! client, and reading a process's memory and CPU time from /proc (so figures are its alone).
+
+// Each example compiles this module on its own and uses a different part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +32,21 @@ pub fn exporter_binary() -> Result<PathBuf> {
         bail!("cannot build {}", bin.display());
     }
     Ok(bin)
+}
+
+/// `exporter run --config CONFIG` against the simulator: static test credentials, no AWS
+/// config files or instance metadata, and the config's log level (no `RUST_LOG`).
+pub fn exporter_command(bin: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("AWS_ACCESS_KEY_ID", "AKIDBENCHMARK")
+        .env("AWS_SECRET_ACCESS_KEY", "benchmark")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env_remove("RUST_LOG");
+    cmd
 }
 
 /// An HTTP client for the harnesses. Idle connections are dropped after 5 s, before the
