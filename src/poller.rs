@@ -413,22 +413,25 @@ impl Poller {
             started,
             SmallRng::from_os_rng(),
         );
-        for i in self.initial..self.tracked.len() {
-            // Restored sets are read once (changes while down), as are unread and running
-            // ones; settled sets kept over a reload were read before and wait for a change.
-            let key = self.tracked[i].target.key();
-            let read_now = self.ctx.store.read().entries.get(&key).is_some_and(|e| {
-                let in_progress = e.snapshot.as_ref().is_some_and(|s| {
-                    s.workflow_status
-                        .as_ref()
-                        .is_some_and(|w| w.is_in_progress())
+        {
+            let state = self.ctx.store.read();
+            for tracked in &self.tracked[self.initial..] {
+                // Restored sets are read once (changes while down), as are unread and
+                // running ones; settled sets kept over a reload were read before and wait
+                // for a change.
+                let read_now = state.entries.get(&tracked.target.key()).is_some_and(|e| {
+                    let in_progress = e.snapshot.as_ref().is_some_and(|s| {
+                        s.workflow_status
+                            .as_ref()
+                            .is_some_and(|w| w.is_in_progress())
+                    });
+                    e.restored || e.snapshot.is_none() || in_progress
                 });
-                e.restored || e.snapshot.is_none() || in_progress
-            });
-            if read_now {
-                scheduler.add(Watch::OnChange, started);
-            } else {
-                scheduler.add_parked(started);
+                if read_now {
+                    scheduler.add(Watch::OnChange, started);
+                } else {
+                    scheduler.add_parked(started);
+                }
             }
         }
         let mut tasks: JoinSet<Done> = JoinSet::new();

@@ -673,15 +673,9 @@ mod tests {
         assert!((10_090..=10_100).contains(&takes.len()), "{}", takes.len());
         // One wake-up per 10 tokens, not one per token.
         assert!((995..=1_000).contains(&wakes), "{wakes} wake-ups");
-        let in_one_ms = (0..takes.len())
-            .map(|i| {
-                takes[i..]
-                    .iter()
-                    .take_while(|t| **t < takes[i] + Duration::from_millis(1))
-                    .count()
-            })
-            .max();
-        assert_eq!(in_one_ms, Some(100), "the saved-up burst, never more");
+        let as_polls: Vec<_> = takes.iter().map(|t| (*t, 0)).collect();
+        let in_one_ms = max_in_window(&as_polls, Duration::from_millis(1));
+        assert_eq!(in_one_ms, 100, "the saved-up burst, never more");
         // No call waits longer than one batch period after the previous one.
         let longest = takes.windows(2).map(|w| w[1] - w[0]).max();
         assert!(
